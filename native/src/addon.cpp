@@ -1,0 +1,139 @@
+// Module registration: the functions and classes of the binding typed in src/native.ts.
+#include <napi.h>
+
+#include "common.h"
+#include "model.h"
+#include "rollout.h"
+#include "tiny_model.h"
+
+#include "ggml-backend.h"
+#include "llama.h"
+
+#include <mutex>
+
+namespace visplay {
+namespace {
+
+Napi::Value system_info(const Napi::CallbackInfo & info) {
+    return Napi::String::New(info.Env(), llama_print_system_info());
+}
+
+Napi::Value set_log_level_js(const Napi::CallbackInfo & info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw_js(info.Env(), "ERR_INVALID_ARG", "setLogLevel expects a number 0..4");
+    set_log_level(info[0].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+}
+
+Napi::Value gpu_info(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object out = Napi::Object::New(env);
+#ifdef GGML_USE_CUDA
+    out.Set("cudaBuild", true);
+#else
+    out.Set("cudaBuild", false);
+#endif
+    Napi::Array devices = Napi::Array::New(env);
+    uint32_t k = 0;
+    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+        ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+        if (ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_GPU) continue;
+        size_t free = 0, total = 0;
+        ggml_backend_dev_memory(dev, &free, &total);
+        Napi::Object d = Napi::Object::New(env);
+        d.Set("name", std::string(ggml_backend_dev_description(dev)));
+        d.Set("memoryTotal", static_cast<double>(total));
+        d.Set("memoryFree", static_cast<double>(free));
+        devices.Set(k++, d);
+    }
+    out.Set("devices", devices);
+    return out;
+}
+
+Napi::Value live_objects(const Napi::CallbackInfo & info) {
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("models", g_live_models.load());
+    out.Set("contexts", g_live_contexts.load());
+    return out;
+}
+
+class TinyModelWorker : public Napi::AsyncWorker {
+  public:
+    TinyModelWorker(Napi::Env env, TinyModelConfig config)
+        : Napi::AsyncWorker(env, "visplay.makeTinyModel"), config_(std::move(config)), deferred_(Napi::Promise::Deferred::New(env)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void Execute() override {
+        try {
+            write_tiny_model(config_);
+        } catch (const CodedError & e) {
+            SetError(coded_message(e.code, e.what()));
+        } catch (const std::exception & e) {
+            SetError(coded_message("ERR_OUTPUT", e.what()));
+        }
+    }
+    void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+  private:
+    TinyModelConfig config_;
+    Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value make_tiny_model(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, "ERR_INVALID_ARG", "makeTinyModel expects a config object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto str = [&](const char * key) {
+        if (!o.Get(key).IsString()) throw_js(env, "ERR_INVALID_ARG", std::string("makeTinyModel: ") + key + " must be a string");
+        return o.Get(key).As<Napi::String>().Utf8Value();
+    };
+    auto num = [&](const char * key, int fallback) {
+        Napi::Value v = o.Get(key);
+        return v.IsNumber() ? v.As<Napi::Number>().Int32Value() : fallback;
+    };
+    TinyModelConfig c;
+    c.seed = static_cast<uint64_t>(o.Get("seed").IsNumber() ? o.Get("seed").As<Napi::Number>().Int64Value() : 1);
+    c.vocab_path = str("vocabPath");
+    c.model_path = str("modelPath");
+    c.mmproj_path = str("mmprojPath");
+    c.chat_template = str("chatTemplate");
+    c.n_embd = num("embeddingSize", c.n_embd);
+    c.n_layer = num("layerCount", c.n_layer);
+    c.n_head = num("headCount", c.n_head);
+    c.n_head_kv = num("headCountKv", c.n_head_kv);
+    c.n_ff = num("feedForwardSize", c.n_ff);
+    c.n_ctx_train = num("contextLength", c.n_ctx_train);
+    c.v_embd = num("visionEmbeddingSize", c.v_embd);
+    c.v_layer = num("visionLayerCount", c.v_layer);
+    c.v_head = num("visionHeadCount", c.v_head);
+    c.v_ff = num("visionFeedForwardSize", c.v_ff);
+    c.image_size = num("imageSize", c.image_size);
+    c.patch_size = num("patchSize", c.patch_size);
+    auto * worker = new TinyModelWorker(env, std::move(c));
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+    static std::once_flag backend_once;  // process-wide; the addon may be loaded by several worker threads
+    std::call_once(backend_once, [] {
+        install_log_bridge();
+        llama_backend_init();
+    });
+    env.SetInstanceData(new AddonData());
+    exports.Set("systemInfo", Napi::Function::New(env, system_info));
+    exports.Set("setLogLevel", Napi::Function::New(env, set_log_level_js));
+    exports.Set("gpuInfo", Napi::Function::New(env, gpu_info));
+    exports.Set("liveObjects", Napi::Function::New(env, live_objects));
+    exports.Set("loadModel", Napi::Function::New(env, load_model));
+    exports.Set("makeTinyModel", Napi::Function::New(env, make_tiny_model));
+    exports.Set("AddonModel", AddonModel::define(env));
+    exports.Set("AddonRolloutContext", define_rollout_context(env));
+    return exports;
+}
+
+}  // namespace
+}  // namespace visplay
+
+// NODE_API_MODULE pastes the function name into an identifier: it must be unqualified.
+static Napi::Object InitVisplay(Napi::Env env, Napi::Object exports) { return visplay::init(env, exports); }
+NODE_API_MODULE(visplay, InitVisplay)

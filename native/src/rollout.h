@@ -1,0 +1,121 @@
+// RolloutContext: batched multimodal generation with shared image prefixes.
+//
+// One llama_context with a unified KV cache of `context_size` cells serves up to `parallel` sample
+// sequences plus up to `parallel` prefix-holder sequences. For a batch of requests:
+//   1. each distinct image (by key) is encoded once by mtmd and its embeddings kept for the batch;
+//   2. each request's prompt (text + image chunks) is evaluated once into a holder sequence, and
+//      its KV cells are shared with its n sample sequences by llama_memory_seq_cp (no copy in a
+//      unified cache);
+//   3. every live sample of every request advances together: one llama_decode per step;
+//   4. a finished sample frees its slot at once for the next sample or the next request
+//      (continuous batching), within a KV budget that reserves prefix + max_tokens cells.
+#pragma once
+
+#include <napi.h>
+
+#include "model.h"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <unordered_map>
+#include <string>
+#include <vector>
+
+namespace visplay {
+
+struct ImageInput {
+    std::string key;
+    uint32_t width = 0;
+    uint32_t height = 0;
+    std::vector<unsigned char> rgb;  // width * height * 3
+};
+
+struct RequestInput {
+    std::string prompt;
+    std::vector<int> images;  // indices into the batch's images, in marker order
+    int n = 1;
+    int max_tokens = 64;
+    float temperature = 1.0f;
+    float top_p = 1.0f;
+    int top_k = 0;
+    uint64_t seed = 0;
+    std::vector<llama_token> stop_tokens;
+};
+
+struct SampleOutput {
+    std::vector<llama_token> tokens;
+    std::vector<float> logprobs;
+    std::string text;
+    bool stopped = false;  // true: an end-of-generation or stop token; false: max_tokens reached
+};
+
+struct GenerateStats {
+    int image_encodes = 0;
+    int64_t prompt_tokens = 0;
+    int64_t generated_tokens = 0;
+    int decode_calls = 0;
+    double encode_ms = 0, prefill_ms = 0, generate_ms = 0;
+    int max_live = 0;
+};
+
+struct GenerateProgress {
+    int done = 0;
+    int total = 0;
+    int64_t tokens = 0;
+};
+
+struct ContextOptions {
+    int context_size = 4096;
+    int parallel = 8;
+    int batch_size = 512;
+    int threads = 0;
+};
+
+struct PromptMeasure {
+    int tokens = 0;
+    int positions = 0;
+};
+
+class RolloutContextState {
+  public:
+    RolloutContextState(std::shared_ptr<ModelState> model, const ContextOptions & options);  // throws CodedError
+    ~RolloutContextState();
+
+    // samples[r][i]; throws CodedError. Not re-entrant: callers hold `busy`.
+    std::vector<std::vector<SampleOutput>> generate(const std::vector<ImageInput> & images,
+                                                    const std::vector<RequestInput> & requests,
+                                                    GenerateStats & stats,
+                                                    const std::function<void(const GenerateProgress &)> & progress);
+    // Log-probs of `tokens` as a continuation of the prompt, scored alone in one sequence.
+    std::vector<float> score(const std::vector<ImageInput> & images, const RequestInput & prompt,
+                             const std::vector<llama_token> & tokens);
+
+    const ContextOptions & options() const { return options_; }
+    int n_vocab() const { return n_vocab_; }
+    std::atomic<bool> busy{false};
+
+  private:
+    struct Prefill;
+    Prefill prefill(const RequestInput & request, const std::vector<ImageInput> & images, llama_seq_id seq,
+                    GenerateStats & stats);
+
+    std::shared_ptr<ModelState> model_;
+    llama_context * ctx_ = nullptr;
+    ContextOptions options_;
+    int n_vocab_ = 0;
+    // Image embeddings of the current batch, by image key (n_tokens * n_embd floats).
+    std::unordered_map<std::string, std::vector<float>> embeddings_;
+};
+
+PromptMeasure measure_prompt_tokens(ModelState & model, const std::string & prompt,
+                                    const std::vector<std::pair<uint32_t, uint32_t>> & image_sizes);
+
+// createContext(options) on a model -> Promise<AddonRolloutContext>
+Napi::Value create_rollout_context(Napi::Env env, std::shared_ptr<ModelState> model, const Napi::Object & options,
+                                   const Napi::Object & model_object);
+Napi::Function define_rollout_context(Napi::Env env);
+
+std::vector<llama_token> read_tokens(Napi::Env env, const Napi::Value & v, int32_t n_vocab);
+
+}  // namespace visplay

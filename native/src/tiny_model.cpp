@@ -1,0 +1,310 @@
+// Writes the embedded tiny VLM (see tiny_model.h).
+//
+// Weights: N(0, 0.02²) matrices from a splitmix64 + Box-Muller stream (bit-identical on every
+// platform, unlike std::normal_distribution), unit norm weights, small biases. Tensor names and
+// shapes are those of llama.cpp's converter for Qwen2.5-VL (conversion/qwenvl.py); ggml shapes are
+// listed fastest dimension first, i.e. {in, out} for a Linear of PyTorch shape (out, in).
+#include "tiny_model.h"
+
+#include "common.h"
+
+#include "ggml.h"
+#include "gguf.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+namespace visplay {
+namespace {
+
+// Qwen2.5-VL's special tokens past <|im_end|> (151645); the vocab file has [PADn] placeholders there.
+// <tool_call> tags are plain added tokens; the rest are control tokens (llama.cpp forces <|...|> to
+// control type anyway and warns when a file says otherwise).
+struct SpecialToken { int id; const char * text; bool control; };
+constexpr SpecialToken kQwen25VlSpecial[] = {
+    {151646, "<|object_ref_start|>", true}, {151647, "<|object_ref_end|>", true},
+    {151648, "<|box_start|>", true},        {151649, "<|box_end|>", true},
+    {151650, "<|quad_start|>", true},       {151651, "<|quad_end|>", true},
+    {151652, "<|vision_start|>", true},     {151653, "<|vision_end|>", true},
+    {151654, "<|vision_pad|>", true},       {151655, "<|image_pad|>", true},
+    {151656, "<|video_pad|>", true},        {151657, "<tool_call>", false},
+    {151658, "</tool_call>", false},        {151659, "<|fim_prefix|>", true},
+    {151660, "<|fim_middle|>", true},      {151661, "<|fim_suffix|>", true},
+    {151662, "<|fim_pad|>", true},         {151663, "<|repo_name|>", true},
+    {151664, "<|file_sep|>", true},
+};
+constexpr int kTokenTypeControl = 3;      // llama_token_type LLAMA_TOKEN_TYPE_CONTROL
+constexpr int kTokenTypeUserDefined = 4;  // LLAMA_TOKEN_TYPE_USER_DEFINED
+constexpr int kImEnd = 151645;
+constexpr int kEndOfText = 151643;
+
+class Rng {
+  public:
+    explicit Rng(uint64_t seed) : state_(seed) {}
+    uint64_t next() {  // splitmix64
+        uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return ((next() >> 11) + 0.5) * (1.0 / 9007199254740992.0); }  // (0, 1)
+    double normal() {
+        if (has_spare_) { has_spare_ = false; return spare_; }
+        const double u1 = uniform(), u2 = uniform();
+        const double r = std::sqrt(-2.0 * std::log(u1));
+        spare_ = r * std::sin(2.0 * M_PI * u2);
+        has_spare_ = true;
+        return r * std::cos(2.0 * M_PI * u2);
+    }
+  private:
+    uint64_t state_;
+    double spare_ = 0.0;
+    bool has_spare_ = false;
+};
+
+struct GgufDeleter { void operator()(gguf_context * c) const { gguf_free(c); } };
+struct GgmlDeleter { void operator()(ggml_context * c) const { ggml_free(c); } };
+using GgufPtr = std::unique_ptr<gguf_context, GgufDeleter>;
+using GgmlPtr = std::unique_ptr<ggml_context, GgmlDeleter>;
+
+// Collects tensors for one GGUF file; every tensor draws from its own stream (seed, name), so
+// changing one tensor's shape never changes another tensor's values.
+class TensorWriter {
+  public:
+    TensorWriter(gguf_context * gguf, size_t mem_bytes, uint64_t seed) : gguf_(gguf), seed_(seed) {
+        ggml_init_params params = {mem_bytes, nullptr, false};
+        ctx_.reset(ggml_init(params));
+        if (!ctx_) throw CodedError("ERR_OUTPUT", "could not allocate memory for the tiny model's tensors");
+    }
+
+    enum class Init { normal, ones, zeros };
+
+    void add(const std::string & name, std::vector<int64_t> shape, Init init, ggml_type type = GGML_TYPE_F32,
+             float std = 0.02f) {
+        ggml_tensor * t = nullptr;
+        switch (shape.size()) {
+            case 1: t = ggml_new_tensor_1d(ctx_.get(), GGML_TYPE_F32, shape[0]); break;
+            case 2: t = ggml_new_tensor_2d(ctx_.get(), GGML_TYPE_F32, shape[0], shape[1]); break;
+            case 3: t = ggml_new_tensor_3d(ctx_.get(), GGML_TYPE_F32, shape[0], shape[1], shape[2]); break;
+            case 4: t = ggml_new_tensor_4d(ctx_.get(), GGML_TYPE_F32, shape[0], shape[1], shape[2], shape[3]); break;
+            default: throw CodedError("ERR_OUTPUT", "bad tensor rank for " + name);
+        }
+        uint64_t h = seed_ ^ 0xA0761D6478BD642Full;
+        for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001B3ull;  // FNV-1a
+        Rng rng(h);
+        float * data = static_cast<float *>(t->data);
+        const int64_t n = ggml_nelements(t);
+        for (int64_t i = 0; i < n; ++i) {
+            data[i] = init == Init::normal ? static_cast<float>(rng.normal() * std) : init == Init::ones ? 1.0f : 0.0f;
+        }
+        if (type != GGML_TYPE_F32) {
+            ggml_tensor * q = ggml_new_tensor(ctx_.get(), type, ggml_n_dims(t), t->ne);
+            if (type == GGML_TYPE_F16) {
+                ggml_fp32_to_fp16_row(data, static_cast<ggml_fp16_t *>(q->data), n);
+            } else {
+                throw CodedError("ERR_OUTPUT", "unsupported tensor type for " + name);
+            }
+            t = q;
+        }
+        ggml_set_name(t, name.c_str());
+        gguf_add_tensor(gguf_, t);
+    }
+
+  private:
+    gguf_context * gguf_;
+    uint64_t seed_;
+    GgmlPtr ctx_;
+};
+
+void write_atomically(gguf_context * gguf, const std::string & path) {
+    const std::string tmp = path + ".tmp";
+    if (!gguf_write_to_file(gguf, tmp.c_str(), false)) {
+        std::remove(tmp.c_str());
+        throw CodedError("ERR_OUTPUT", "could not write " + tmp + " (is the folder writable and is there space?)");
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        std::remove(tmp.c_str());
+        throw CodedError("ERR_OUTPUT", "could not move " + tmp + " to " + path);
+    }
+}
+
+// Copies the tokenizer.ggml.* keys of the vocab file, with Qwen2.5-VL's special tokens written in.
+void copy_vocabulary(gguf_context * dst, const std::string & vocab_path) {
+    gguf_init_params params = {true, nullptr};
+    GgufPtr src(gguf_init_from_file(vocab_path.c_str(), params));
+    if (!src) throw CodedError("ERR_FILE_NOT_FOUND", "could not read the vocabulary " + vocab_path + " (run `npm run setup`)");
+
+    const int64_t n_kv = gguf_get_n_kv(src.get());
+    for (int64_t i = 0; i < n_kv; ++i) {
+        const std::string key = gguf_get_key(src.get(), i);
+        if (key.rfind("tokenizer.ggml.", 0) != 0) continue;
+        const gguf_type type = gguf_get_kv_type(src.get(), i);
+        if (key == "tokenizer.ggml.tokens") {
+            const size_t n = gguf_get_arr_n(src.get(), i);
+            std::vector<std::string> tokens(n);
+            for (size_t j = 0; j < n; ++j) tokens[j] = gguf_get_arr_str(src.get(), i, j);
+            for (const auto & s : kQwen25VlSpecial) {
+                if (static_cast<size_t>(s.id) < n) tokens[s.id] = s.text;
+            }
+            std::vector<const char *> ptrs(n);
+            for (size_t j = 0; j < n; ++j) ptrs[j] = tokens[j].c_str();
+            gguf_set_arr_str(dst, key.c_str(), ptrs.data(), n);
+        } else if (key == "tokenizer.ggml.token_type") {
+            const size_t n = gguf_get_arr_n(src.get(), i);
+            const int32_t * types = static_cast<const int32_t *>(gguf_get_arr_data(src.get(), i));
+            std::vector<int32_t> out(types, types + n);
+            for (const auto & s : kQwen25VlSpecial) {
+                if (static_cast<size_t>(s.id) < n) out[s.id] = s.control ? kTokenTypeControl : kTokenTypeUserDefined;
+            }
+            gguf_set_arr_data(dst, key.c_str(), GGUF_TYPE_INT32, out.data(), n);
+        } else if (type == GGUF_TYPE_ARRAY && gguf_get_arr_type(src.get(), i) == GGUF_TYPE_STRING) {
+            const size_t n = gguf_get_arr_n(src.get(), i);
+            std::vector<const char *> ptrs(n);
+            for (size_t j = 0; j < n; ++j) ptrs[j] = gguf_get_arr_str(src.get(), i, j);
+            gguf_set_arr_str(dst, key.c_str(), ptrs.data(), n);
+        } else if (type == GGUF_TYPE_STRING) {
+            gguf_set_val_str(dst, key.c_str(), gguf_get_val_str(src.get(), i));
+        } else if (type == GGUF_TYPE_UINT32) {
+            gguf_set_val_u32(dst, key.c_str(), gguf_get_val_u32(src.get(), i));
+        } else if (type == GGUF_TYPE_INT32) {
+            gguf_set_val_i32(dst, key.c_str(), gguf_get_val_i32(src.get(), i));
+        } else if (type == GGUF_TYPE_BOOL) {
+            gguf_set_val_bool(dst, key.c_str(), gguf_get_val_bool(src.get(), i));
+        }
+    }
+    // Qwen2.5-VL-Instruct: a turn ends with <|im_end|>; <|endoftext|> pads; no BOS is added.
+    gguf_set_val_u32(dst, "tokenizer.ggml.eos_token_id", kImEnd);
+    gguf_set_val_u32(dst, "tokenizer.ggml.padding_token_id", kEndOfText);
+    gguf_set_val_u32(dst, "tokenizer.ggml.bos_token_id", kEndOfText);
+    gguf_set_val_bool(dst, "tokenizer.ggml.add_bos_token", false);
+}
+
+void write_language_model(const TinyModelConfig & c) {
+    GgufPtr gguf(gguf_init_empty());
+    gguf_context * g = gguf.get();
+    const int n_vocab = 151936;
+    const int head_dim = c.n_embd / c.n_head;
+    const int n_embd_kv = head_dim * c.n_head_kv;
+
+    gguf_set_val_str(g, "general.architecture", "qwen2vl");
+    gguf_set_val_str(g, "general.name", "visplay-tiny-qwen2.5-vl");
+    gguf_set_val_str(g, "general.description", "random-weight tiny Qwen2.5-VL-shaped model generated by visplay-native");
+    gguf_set_val_u32(g, "general.file_type", 1);  // mostly F16 (the tied embedding)
+    gguf_set_val_u32(g, "general.quantization_version", 2);
+    gguf_set_val_u32(g, "qwen2vl.context_length", c.n_ctx_train);
+    gguf_set_val_u32(g, "qwen2vl.embedding_length", c.n_embd);
+    gguf_set_val_u32(g, "qwen2vl.block_count", c.n_layer);
+    gguf_set_val_u32(g, "qwen2vl.feed_forward_length", c.n_ff);
+    gguf_set_val_u32(g, "qwen2vl.attention.head_count", c.n_head);
+    gguf_set_val_u32(g, "qwen2vl.attention.head_count_kv", c.n_head_kv);
+    gguf_set_val_f32(g, "qwen2vl.rope.freq_base", 1000000.0f);
+    gguf_set_val_f32(g, "qwen2vl.attention.layer_norm_rms_epsilon", 1e-6f);
+    // M-RoPE sections (temporal, height, width, unused) over head_dim/2 rotary pairs, in the
+    // proportions of Qwen2.5-VL's [16, 24, 24, 0] for head size 128.
+    const int half = head_dim / 2;
+    const int t = half / 4, hw = (half - t) / 2;
+    const int32_t sections[4] = {t + (half - t - 2 * hw), hw, hw, 0};
+    gguf_set_arr_data(g, "qwen2vl.rope.dimension_sections", GGUF_TYPE_INT32, sections, 4);
+    gguf_set_val_u32(g, "visplay.tiny.seed", static_cast<uint32_t>(c.seed));
+    copy_vocabulary(g, c.vocab_path);
+    gguf_set_val_str(g, "tokenizer.chat_template", c.chat_template.c_str());
+
+    using Init = TensorWriter::Init;
+    const size_t f32_params = static_cast<size_t>(c.n_layer) *
+        (2 * c.n_embd + c.n_embd * c.n_embd * 2 + 2 * c.n_embd * n_embd_kv + c.n_embd + 2 * n_embd_kv + 3 * c.n_embd * c.n_ff) + c.n_embd;
+    const size_t mem = static_cast<size_t>(n_vocab) * c.n_embd * 6 + f32_params * 4 + (c.n_layer * 16 + 8) * ggml_tensor_overhead() + (1 << 20);
+    TensorWriter w(g, mem, c.seed);
+    // Tied input embedding and output head (Qwen2.5-VL-3B ties them), stored F16.
+    w.add("token_embd.weight", {c.n_embd, n_vocab}, Init::normal, GGML_TYPE_F16);
+    w.add("output_norm.weight", {c.n_embd}, Init::ones);
+    for (int il = 0; il < c.n_layer; ++il) {
+        const std::string p = "blk." + std::to_string(il) + ".";
+        w.add(p + "attn_norm.weight", {c.n_embd}, Init::ones);
+        w.add(p + "attn_q.weight", {c.n_embd, c.n_embd}, Init::normal);
+        w.add(p + "attn_k.weight", {c.n_embd, n_embd_kv}, Init::normal);
+        w.add(p + "attn_v.weight", {c.n_embd, n_embd_kv}, Init::normal);
+        w.add(p + "attn_q.bias", {c.n_embd}, Init::normal);
+        w.add(p + "attn_k.bias", {n_embd_kv}, Init::normal);
+        w.add(p + "attn_v.bias", {n_embd_kv}, Init::normal);
+        w.add(p + "attn_output.weight", {c.n_embd, c.n_embd}, Init::normal);
+        w.add(p + "ffn_norm.weight", {c.n_embd}, Init::ones);
+        w.add(p + "ffn_gate.weight", {c.n_embd, c.n_ff}, Init::normal);
+        w.add(p + "ffn_up.weight", {c.n_embd, c.n_ff}, Init::normal);
+        w.add(p + "ffn_down.weight", {c.n_ff, c.n_embd}, Init::normal);
+    }
+    write_atomically(g, c.model_path);
+}
+
+void write_projector(const TinyModelConfig & c) {
+    GgufPtr gguf(gguf_init_empty());
+    gguf_context * g = gguf.get();
+    gguf_set_val_str(g, "general.architecture", "clip");
+    gguf_set_val_str(g, "general.name", "visplay-tiny-qwen2.5-vl-mmproj");
+    gguf_set_val_u32(g, "general.file_type", 0);
+    gguf_set_val_str(g, "clip.projector_type", "qwen2.5vl_merger");
+    gguf_set_val_bool(g, "clip.has_vision_encoder", true);
+    gguf_set_val_bool(g, "clip.use_silu", true);
+    gguf_set_val_u32(g, "clip.vision.image_size", c.image_size);
+    gguf_set_val_u32(g, "clip.vision.patch_size", c.patch_size);
+    gguf_set_val_u32(g, "clip.vision.embedding_length", c.v_embd);
+    gguf_set_val_u32(g, "clip.vision.feed_forward_length", c.v_ff);
+    gguf_set_val_u32(g, "clip.vision.block_count", c.v_layer);
+    gguf_set_val_u32(g, "clip.vision.attention.head_count", c.v_head);
+    gguf_set_val_f32(g, "clip.vision.attention.layer_norm_epsilon", 1e-6f);
+    gguf_set_val_u32(g, "clip.vision.projection_dim", c.n_embd);
+    // Full attention in every n_wa_pattern-th block, windowed (112 px) attention in the others.
+    gguf_set_val_u32(g, "clip.vision.n_wa_pattern", c.v_layer);
+    const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+    const float stdv[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    gguf_set_arr_data(g, "clip.vision.image_mean", GGUF_TYPE_FLOAT32, mean, 3);
+    gguf_set_arr_data(g, "clip.vision.image_std", GGUF_TYPE_FLOAT32, stdv, 3);
+
+    using Init = TensorWriter::Init;
+    const int merged = c.v_embd * 4;  // the 2x2 patch merger concatenates four patches
+    const size_t params = static_cast<size_t>(2) * c.patch_size * c.patch_size * 3 * c.v_embd +
+        static_cast<size_t>(c.v_layer) * (2 * c.v_embd + 4 * c.v_embd * c.v_embd + 4 * c.v_embd + 3 * c.v_embd * c.v_ff + 2 * c.v_ff + c.v_embd) +
+        c.v_embd + static_cast<size_t>(merged) * merged + merged + static_cast<size_t>(merged) * c.n_embd + c.n_embd;
+    TensorWriter w(g, params * 4 + (c.v_layer * 20 + 16) * ggml_tensor_overhead() + (1 << 20), c.seed + 1);
+    // Conv3D patch embedding (temporal patch 2) split into two Conv2D kernels {kw, kh, c_in, c_out}.
+    w.add("v.patch_embd.weight", {c.patch_size, c.patch_size, 3, c.v_embd}, Init::normal);
+    w.add("v.patch_embd.weight.1", {c.patch_size, c.patch_size, 3, c.v_embd}, Init::normal);
+    for (int il = 0; il < c.v_layer; ++il) {
+        const std::string p = "v.blk." + std::to_string(il) + ".";
+        w.add(p + "ln1.weight", {c.v_embd}, Init::ones);
+        w.add(p + "ln2.weight", {c.v_embd}, Init::ones);
+        for (const char * qkvo : {"attn_q", "attn_k", "attn_v", "attn_out"}) {
+            w.add(p + qkvo + ".weight", {c.v_embd, c.v_embd}, Init::normal);
+            w.add(p + qkvo + ".bias", {c.v_embd}, Init::normal);
+        }
+        w.add(p + "ffn_gate.weight", {c.v_embd, c.v_ff}, Init::normal);
+        w.add(p + "ffn_gate.bias", {c.v_ff}, Init::normal);
+        w.add(p + "ffn_up.weight", {c.v_embd, c.v_ff}, Init::normal);
+        w.add(p + "ffn_up.bias", {c.v_ff}, Init::normal);
+        w.add(p + "ffn_down.weight", {c.v_ff, c.v_embd}, Init::normal);
+        w.add(p + "ffn_down.bias", {c.v_embd}, Init::normal);
+    }
+    w.add("v.post_ln.weight", {c.v_embd}, Init::ones);  // the merger's ln_q (RMSNorm)
+    w.add("mm.0.weight", {merged, merged}, Init::normal);
+    w.add("mm.0.bias", {merged}, Init::normal);
+    w.add("mm.2.weight", {merged, c.n_embd}, Init::normal);
+    w.add("mm.2.bias", {c.n_embd}, Init::normal);
+    write_atomically(g, c.mmproj_path);
+}
+
+}  // namespace
+
+void write_tiny_model(const TinyModelConfig & c) {
+    if (c.n_embd % c.n_head != 0 || c.n_head % c.n_head_kv != 0 || (c.n_embd / c.n_head) % 8 != 0) {
+        throw CodedError("ERR_INVALID_ARG", "tiny model: n_embd/n_head must be a multiple of 8 and n_head a multiple of n_head_kv");
+    }
+    if (c.v_embd % c.v_head != 0 || (c.v_embd / c.v_head) % 4 != 0 || c.v_ff == c.v_embd) {
+        throw CodedError("ERR_INVALID_ARG", "tiny model: the vision head size must be divisible by 4 and the vision FFN size differ from its width");
+    }
+    write_language_model(c);
+    write_projector(c);
+}
+
+}  // namespace visplay

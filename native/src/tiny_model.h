@@ -1,0 +1,39 @@
+// The embedded tiny VLM: a Qwen2.5-VL-shaped language model (llama.cpp arch `qwen2vl`, M-RoPE) and
+// its mmproj (projector type `qwen2.5vl`), written deterministically from a seed with ggml's gguf
+// writer. No Python, no download: the vocabulary is the real Qwen2 BPE vocabulary from the vendored
+// tree's models/ggml-vocab-qwen2.gguf, with the Qwen2.5-VL special tokens put in its placeholders.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace visplay {
+
+struct TinyModelConfig {
+    uint64_t seed = 1;
+    std::string vocab_path;     // models/ggml-vocab-qwen2.gguf of the vendored llama.cpp
+    std::string model_path;     // output: language model GGUF
+    std::string mmproj_path;    // output: projector GGUF
+    std::string chat_template;  // tokenizer.chat_template (Qwen2.5-VL's Jinja template)
+
+    // language model
+    int n_embd = 128;
+    int n_layer = 2;
+    int n_head = 4;       // head size n_embd / n_head = 32
+    int n_head_kv = 2;    // grouped-query attention as in Qwen2.5-VL
+    int n_ff = 384;
+    int n_ctx_train = 4096;
+
+    // vision tower (Qwen2.5-VL ViT: RMSNorm, SwiGLU, window attention, 2x2 patch merger)
+    int v_embd = 64;
+    int v_layer = 2;
+    int v_head = 4;       // head size 16: divisible by 4 as M-RoPE in the ViT needs
+    int v_ff = 96;        // != v_embd, or clip.cpp takes the MLP for an old export and swaps up/down
+    int image_size = 560;
+    int patch_size = 14;
+};
+
+// Writes both files atomically (temporary name, then rename). Throws CodedError on failure.
+void write_tiny_model(const TinyModelConfig & config);
+
+}  // namespace visplay

@@ -1,0 +1,228 @@
+// The one place that loads the addon and types it. Nothing else in src/ touches the binding directly.
+//
+// The addon is built by cmake-js into build/Release/visplay.node (`npm run build:native`). When it is
+// missing or fails to load, the error lists concrete fixes built from what went wrong.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { VisplayError } from './errors.js';
+
+/** Package root (src/ or dist/ sit one level below it). */
+export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+// ---- types of the binding -------------------------------------------------------------------
+
+export interface NativeProjectorInfo {
+  /** clip.projector_type as mtmd resolved it, e.g. "qwen2.5vl". */
+  type: string;
+  /** Output width of the projector (must equal the language model's input embedding size). */
+  embeddingSize: number;
+  imageSize: number;
+  patchSize: number;
+  usesMRope: boolean;
+  /** Marker that stands for one image in a prompt (mtmd's media marker). */
+  marker: string;
+}
+
+export interface NativeModelInfo {
+  architecture: string;
+  name: string;
+  description: string;
+  /** Context length the model was trained with. */
+  trainContextSize: number;
+  vocabSize: number;
+  embeddingSize: number;
+  layerCount: number;
+  headCount: number;
+  headCountKv: number;
+  parameterCount: number;
+  sizeBytes: number;
+  /** tokenizer.chat_template from the GGUF, or null. */
+  chatTemplate: string | null;
+  /** End-of-generation tokens (eos, eot, im_end, ...). */
+  eogTokens: number[];
+  bosToken: number;
+  eosToken: number;
+  addBos: boolean;
+  projector: NativeProjectorInfo;
+}
+
+export interface NativeLoadOptions {
+  modelPath: string;
+  mmprojPath: string;
+  /** Layers to offload to the GPU (CUDA builds); 0 on CPU builds. */
+  gpuLayers: number;
+  threads: number;
+  useGpuForVision: boolean;
+  /** Image token budget (0 = the projector's default). */
+  imageMinTokens: number;
+  imageMaxTokens: number;
+  /** Run mtmd's warm-up encode at load (reserves the compute buffer for the largest image). */
+  warmup: boolean;
+}
+
+export interface NativeImage {
+  /** Content hash; equal keys are the same image and are encoded once. */
+  key: string;
+  width: number;
+  height: number;
+  /** width * height * 3 bytes, RGB. */
+  rgb: Uint8Array;
+}
+
+export interface NativeRequest {
+  /** Fully templated prompt; each image stands where `projector.marker` is. */
+  prompt: string;
+  /** Indices into NativeGenerateInput.images, in marker order. */
+  images: number[];
+  n: number;
+  maxTokens: number;
+  /** <= 0 means greedy. */
+  temperature: number;
+  topP: number;
+  /** 0 = off. */
+  topK: number;
+  seed: number;
+  /** Extra stop tokens besides the model's end-of-generation tokens. */
+  stopTokens: number[];
+}
+
+export interface NativeGenerateInput {
+  images: NativeImage[];
+  requests: NativeRequest[];
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export interface NativeSample {
+  tokens: Int32Array;
+  /** Log-prob of each sampled token under the unmodified model distribution (T = 1, no top-k/top-p). */
+  logprobs: Float32Array;
+  text: string;
+  finish: FinishReason;
+}
+
+export interface NativeGenerateStats {
+  imageEncodes: number;
+  promptTokens: number;
+  generatedTokens: number;
+  decodeCalls: number;
+  encodeMs: number;
+  prefillMs: number;
+  generateMs: number;
+  maxLiveSequences: number;
+}
+
+export interface NativeGenerateResult {
+  /** samples[r][i]: sample i of request r. */
+  samples: NativeSample[][];
+  stats: NativeGenerateStats;
+}
+
+export interface NativeScoreInput {
+  images: NativeImage[];
+  prompt: string;
+  imageIndices: number[];
+  /** Response tokens to score after the prompt. */
+  tokens: Int32Array;
+}
+
+export interface NativeContextOptions {
+  /** Total KV cells shared by all sequences. */
+  contextSize: number;
+  /** Maximum sequences that decode together. */
+  parallel: number;
+  batchSize: number;
+  threads: number;
+}
+
+export interface NativePromptInfo {
+  /** KV cells the prompt occupies (text tokens + image tokens). */
+  tokens: number;
+  /** Positions it advances (differs from tokens under M-RoPE). */
+  positions: number;
+}
+
+export interface NativeRolloutContext {
+  readonly contextSize: number;
+  readonly parallel: number;
+  generate(input: NativeGenerateInput, onProgress?: (done: number, total: number, tokens: number) => void): Promise<NativeGenerateResult>;
+  score(input: NativeScoreInput): Promise<Float32Array>;
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  detokenize(tokens: Int32Array | number[]): string;
+  /** Tokens and positions of a templated prompt with its images (images need only width/height). */
+  measurePrompt(prompt: string, images: Array<{ width: number; height: number }>): Promise<NativePromptInfo>;
+  /** llama_chat_apply_template with the GGUF's template (for families without a registry entry). */
+  applyChatTemplate(messages: Array<{ role: string; content: string }>, addAssistant: boolean): string;
+  createContext(options: NativeContextOptions): Promise<NativeRolloutContext>;
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
+export interface NativeTinyModelConfig {
+  seed: number;
+  vocabPath: string;
+  modelPath: string;
+  mmprojPath: string;
+  embeddingSize: number;
+  layerCount: number;
+  headCount: number;
+  headCountKv: number;
+  feedForwardSize: number;
+  contextLength: number;
+  visionEmbeddingSize: number;
+  visionLayerCount: number;
+  visionHeadCount: number;
+  visionFeedForwardSize: number;
+  imageSize: number;
+  patchSize: number;
+  chatTemplate: string;
+}
+
+export interface NativeBinding {
+  systemInfo(): string;
+  /** 0 = silent ... 4 = debug. Errors are always captured into thrown messages. */
+  setLogLevel(level: number): void;
+  /** Whether this build has ggml's CUDA backend and a device. */
+  gpuInfo(): { cudaBuild: boolean; devices: Array<{ name: string; memoryTotal: number; memoryFree: number }> };
+  loadModel(options: NativeLoadOptions): Promise<NativeModel>;
+  makeTinyModel(config: NativeTinyModelConfig): Promise<void>;
+  /** Count of live native objects (models, contexts) for lifecycle tests. */
+  liveObjects(): { models: number; contexts: number };
+}
+
+// ---- loading ------------------------------------------------------------------------------
+
+let cached: NativeBinding | undefined;
+
+export function addonPath(): string {
+  return process.env.VISPLAY_ADDON ?? join(PACKAGE_ROOT, 'build', 'Release', 'visplay.node');
+}
+
+export function loadBinding(): NativeBinding {
+  if (cached) return cached;
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new VisplayError('ERR_ADDON_MISSING',
+      `the native addon is not built (${path} does not exist). What to do:\n` +
+      '  - run `npm ci` (fetches llama.cpp and builds the addon), or\n' +
+      '  - run `npm run setup && npm run build:native` in the package folder');
+  }
+  try {
+    const require = createRequire(import.meta.url);
+    cached = require(path) as NativeBinding;
+  } catch (e) {
+    throw new VisplayError('ERR_ADDON_LOAD',
+      `the native addon at ${path} failed to load: ${(e as Error).message}. What to do:\n` +
+      '  - rebuild it for this Node.js version: `npm run build:native`\n' +
+      '  - a CUDA build needs the CUDA runtime and cuBLAS libraries on the library path');
+  }
+  return cached;
+}

@@ -1,0 +1,257 @@
+// RolloutEngine: batched multimodal generation over one model, all per-token work native.
+//
+// A call turns requests (chat messages + images) into templated prompts and decoded RGB images,
+// deduplicates the images by content hash, and hands the batch to the native engine, which encodes
+// each distinct image once, evaluates each prompt once, fans it out to n samples through the KV
+// cache, and decodes every live sample in one llama_decode per step.
+import { randomInt } from 'node:crypto';
+import type { ChatMessage, ChatPart } from './chat.js';
+import { VisplayError, callNative } from './errors.js';
+import { loadImage, type DecodedImage } from './images.js';
+import type { Model } from './model.js';
+import type { FinishReason, NativeGenerateStats, NativeImage, NativeRequest, NativeRolloutContext } from './native.js';
+import * as check from './validate.js';
+
+export type ImageInput = string | Buffer | Uint8Array | DecodedImage;
+
+export interface RolloutRequest {
+  messages: ChatMessage[];
+  /**
+   * Images of the conversation, in the order of its image parts. When no message has an image
+   * part, they are put before the text of the last user message (Qwen-VL's convention).
+   */
+  images?: ImageInput[];
+  /** Samples to draw from this prompt (default 1). */
+  n?: number;
+  /** Most tokens per sample (default 256). */
+  maxTokens?: number;
+  /** Sampling temperature (default 1; 0 = greedy). */
+  temperature?: number;
+  /** Nucleus mass (default 1 = off). */
+  topP?: number;
+  /** Top-k (default 0 = off). */
+  topK?: number;
+  /** Seed of this request's samples (default: random). Sample i draws from hash(seed, i). */
+  seed?: number;
+  /** Extra stop strings, each of which must be a single token of the vocabulary. */
+  stopTokens?: number[];
+}
+
+export interface Sample {
+  text: string;
+  tokens: number[];
+  /** Log-prob of each token under the unmodified model distribution (T = 1, no top-k/top-p). */
+  logprobs: number[];
+  finish: FinishReason;
+}
+
+export interface RolloutStats extends NativeGenerateStats {
+  wallMs: number;
+  /** Distinct images in the batch (equals imageEncodes: each is encoded once). */
+  distinctImages: number;
+}
+
+export interface RolloutResult {
+  /** samples[r][i]: sample i of request r. */
+  samples: Sample[][];
+  stats: RolloutStats;
+}
+
+export interface RolloutOptions {
+  /** KV cells shared by all sequences (default: min(8192, the model's training context)). */
+  contextSize?: number;
+  /** Sequences decoded together (default 8). */
+  parallel?: number;
+  /** Tokens per llama_decode call during prompt evaluation (default 512). */
+  batchSize?: number;
+  threads?: number;
+  /** Downscale larger images to at most this many pixels before the projector sees them. */
+  maxImagePixels?: number;
+}
+
+export interface GenerateOptions {
+  onProgress?: (progress: { done: number; total: number; tokens: number }) => void;
+}
+
+interface PreparedBatch {
+  images: NativeImage[];
+  requests: NativeRequest[];
+}
+
+export class RolloutEngine {
+  readonly model: Model;
+  readonly options: Required<Omit<RolloutOptions, 'threads' | 'maxImagePixels'>> & { maxImagePixels?: number };
+  #native: NativeRolloutContext | undefined;
+  /** Calls run one after another on the one KV cache; this is the tail of that queue. */
+  #queue: Promise<unknown> = Promise.resolve();
+  readonly #disposeListeners: Array<() => void> = [];
+
+  private constructor(model: Model, native: NativeRolloutContext, options: RolloutEngine['options']) {
+    this.model = model;
+    this.#native = native;
+    this.options = options;
+  }
+
+  /** @internal use model.createRollout(). */
+  static async create(model: Model, options: RolloutOptions): Promise<RolloutEngine> {
+    const contextSize = options.contextSize === undefined
+      ? Math.min(8192, model.info.trainContextSize || 8192)
+      : check.integer('contextSize', options.contextSize, 64, 1 << 20);
+    const parallel = options.parallel === undefined ? 8 : check.integer('parallel', options.parallel, 1, 128);
+    const batchSize = options.batchSize === undefined ? 512 : check.integer('batchSize', options.batchSize, 1, 65536);
+    const threads = options.threads === undefined ? 0 : check.integer('threads', options.threads, 1, 1024);
+    const maxImagePixels = options.maxImagePixels === undefined ? undefined : check.integer('maxImagePixels', options.maxImagePixels, 64, 1 << 28);
+    const nativeModel = model.nativeModel();
+    const native = await callNative(() => nativeModel.createContext({ contextSize, parallel, batchSize, threads }));
+    return new RolloutEngine(model, native, { contextSize, parallel, batchSize, maxImagePixels });
+  }
+
+  get disposed(): boolean {
+    return this.#native === undefined;
+  }
+
+  /**
+   * Samples every request's n answers. Calls on one engine queue behind each other (one KV cache);
+   * use several engines for concurrent batches.
+   */
+  generate(requests: RolloutRequest[], options: GenerateOptions = {}): Promise<RolloutResult> {
+    return this.#enqueue(async () => {
+      const started = performance.now();
+      const batch = await this.#prepare(requests);
+      const native = this.#context();
+      const onProgress = options.onProgress;
+      const result = await callNative(() => native.generate(batch,
+        onProgress ? (done, total, tokens) => onProgress({ done, total, tokens }) : undefined));
+      const samples = result.samples.map((rs) => rs.map((s) => ({
+        text: s.text, tokens: Array.from(s.tokens), logprobs: Array.from(s.logprobs), finish: s.finish,
+      })));
+      return { samples, stats: { ...result.stats, wallMs: performance.now() - started, distinctImages: batch.images.length } };
+    });
+  }
+
+  /**
+   * Log-probs of `tokens` as the answer to `request`'s conversation, computed alone in one sequence
+   * (the reference the batched loop's log-probs are tested against).
+   */
+  score(request: Omit<RolloutRequest, 'n' | 'maxTokens' | 'temperature' | 'topP' | 'topK' | 'seed'>, tokens: readonly number[]): Promise<number[]> {
+    return this.#enqueue(async () => {
+      const batch = await this.#prepare([{ ...request, n: 1, maxTokens: 1 }]);
+      const native = this.#context();
+      const req = batch.requests[0]!;
+      const out = await callNative(() => native.score({
+        images: batch.images, prompt: req.prompt, imageIndices: req.images, tokens: Int32Array.from(tokens),
+      }));
+      return Array.from(out);
+    });
+  }
+
+  /** Registers a callback run once on dispose (the model uses it to forget its engines). */
+  onDispose(listener: () => void): void {
+    this.#disposeListeners.push(listener);
+  }
+
+  /** Frees the KV cache. Work in flight finishes on memory it holds; later calls reject. Idempotent. */
+  dispose(): void {
+    if (!this.#native) return;
+    this.#native.dispose();
+    this.#native = undefined;
+    for (const listener of this.#disposeListeners.splice(0)) listener();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+
+  #context(): NativeRolloutContext {
+    if (!this.#native) throw new VisplayError('ERR_DISPOSED', 'the rollout engine is disposed');
+    if (this.model.disposed) throw new VisplayError('ERR_DISPOSED', 'the model of this rollout engine is disposed');
+    return this.#native;
+  }
+
+  #enqueue<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(task, task);
+    this.#queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Validates requests, renders prompts, decodes and deduplicates images. */
+  async #prepare(requests: RolloutRequest[]): Promise<PreparedBatch> {
+    this.#context();
+    if (!Array.isArray(requests)) throw new VisplayError('ERR_INVALID_ARG', `Expected array for requests but received ${typeof requests}`);
+    const images: NativeImage[] = [];
+    const indexByKey = new Map<string, number>();
+    const decodedBySource = new Map<ImageInput, DecodedImage>();
+    const out: NativeRequest[] = [];
+    for (const [r, request] of requests.entries()) {
+      const at = `requests[${r}]`;
+      if (typeof request !== 'object' || request === null) throw new VisplayError('ERR_INVALID_ARG', `Expected object for ${at} but received ${request === null ? 'null' : typeof request}`);
+      const n = request.n === undefined ? 1 : check.integer(`${at}.n`, request.n, 1, 4096);
+      const maxTokens = request.maxTokens === undefined ? 256 : check.integer(`${at}.maxTokens`, request.maxTokens, 1, 1 << 20);
+      const temperature = request.temperature === undefined ? 1 : check.number(`${at}.temperature`, request.temperature, 0, 100);
+      const topP = request.topP === undefined ? 1 : check.number(`${at}.topP`, request.topP, 0, 1);
+      const topK = request.topK === undefined ? 0 : check.integer(`${at}.topK`, request.topK, 0, 1 << 24);
+      const seed = request.seed === undefined ? randomInt(0, 2 ** 48) : check.integer(`${at}.seed`, request.seed, 0, Number.MAX_SAFE_INTEGER);
+      const inputs = request.images ?? [];
+      if (!Array.isArray(inputs)) throw new VisplayError('ERR_INVALID_ARG', `Expected array for ${at}.images but received ${typeof inputs}`);
+      const indices: number[] = [];
+      for (const input of inputs) {
+        let decoded = decodedBySource.get(input);
+        if (!decoded) {
+          decoded = isDecoded(input) ? input : await loadImage(input, { maxPixels: this.options.maxImagePixels });
+          decodedBySource.set(input, decoded);
+        }
+        let index = indexByKey.get(decoded.key);
+        if (index === undefined) {
+          index = images.length;
+          indexByKey.set(decoded.key, index);
+          images.push({ key: decoded.key, width: decoded.width, height: decoded.height, rgb: decoded.rgb });
+        }
+        indices.push(index);
+      }
+      const messages = placeImages(check.arrayOf(`${at}.messages`, request.messages, checkMessage), inputs.length, at);
+      const prompt = this.model.renderChat(messages);
+      const stopTokens = request.stopTokens === undefined ? [] : check.arrayOf(`${at}.stopTokens`, request.stopTokens,
+        (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
+      out.push({ prompt, images: indices, n, maxTokens, temperature, topP, topK, seed, stopTokens });
+    }
+    return { images, requests: out };
+  }
+}
+
+function isDecoded(input: ImageInput): input is DecodedImage {
+  return typeof input === 'object' && !Buffer.isBuffer(input) && !(input instanceof Uint8Array) && 'rgb' in input;
+}
+
+function checkMessage(name: string, value: unknown): ChatMessage {
+  if (typeof value !== 'object' || value === null) throw new VisplayError('ERR_INVALID_ARG', `Expected object for ${name} but received ${value === null ? 'null' : typeof value}`);
+  const m = value as ChatMessage;
+  check.oneOf(`${name}.role`, m.role, ['system', 'user', 'assistant'] as const);
+  if (typeof m.content !== 'string' && !Array.isArray(m.content)) {
+    throw new VisplayError('ERR_INVALID_ARG', `Expected string or array for ${name}.content but received ${typeof m.content}`);
+  }
+  return m;
+}
+
+function countImageParts(messages: ChatMessage[]): number {
+  let n = 0;
+  for (const m of messages) if (Array.isArray(m.content)) n += m.content.filter((p) => p.type === 'image').length;
+  return n;
+}
+
+/** Matches image parts to images: explicit parts must match in number; else images lead the last user turn. */
+function placeImages(messages: ChatMessage[], imageCount: number, at: string): ChatMessage[] {
+  const parts = countImageParts(messages);
+  if (parts > 0 || imageCount === 0) {
+    if (parts !== imageCount) {
+      throw new VisplayError('ERR_INVALID_ARG', `${at}: the messages have ${parts} image parts but ${imageCount} images were given`);
+    }
+    return messages;
+  }
+  let last = -1;
+  messages.forEach((m, i) => { if (m.role === 'user') last = i; });
+  if (last < 0) throw new VisplayError('ERR_INVALID_ARG', `${at}: images need a user message to go in`);
+  const target = messages[last]!;
+  const text: ChatPart[] = typeof target.content === 'string' ? [{ type: 'text', text: target.content }] : target.content;
+  const content: ChatPart[] = [...Array.from({ length: imageCount }, () => ({ type: 'image' as const })), ...text];
+  return messages.map((m, i) => (i === last ? { ...m, content } : m));
+}
