@@ -135,6 +135,8 @@ export interface NativeContextOptions {
   parallel: number;
   batchSize: number;
   threads: number;
+  /** -1 auto, 0 off, 1 on. */
+  flashAttention: number;
 }
 
 export interface NativePromptInfo {

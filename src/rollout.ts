@@ -7,15 +7,22 @@
 import { randomInt } from 'node:crypto';
 import type { ChatMessage, ChatPart } from './chat.js';
 import { VisplayError, callNative } from './errors.js';
-import { loadImage, type DecodedImage } from './images.js';
+import { ImageCache, type DecodedImage } from './images.js';
 import type { Model } from './model.js';
 import type { FinishReason, NativeGenerateStats, NativeImage, NativeRequest, NativeRolloutContext } from './native.js';
 import * as check from './validate.js';
 
+/** A file path, encoded bytes (JPEG, PNG, ...), or an image already decoded by loadImage(). */
 export type ImageInput = string | Buffer | Uint8Array | DecodedImage;
 
 export interface RolloutRequest {
-  messages: ChatMessage[];
+  /** The conversation; rendered with the model's chat template (see chat.ts). */
+  messages?: ChatMessage[];
+  /**
+   * Instead of messages: an already templated prompt, one image marker (model.info.projector.marker)
+   * per image. For tools that must reproduce another program's exact prompt.
+   */
+  prompt?: string;
   /**
    * Images of the conversation, in the order of its image parts. When no message has an image
    * part, they are put before the text of the last user message (Qwen-VL's convention).
@@ -65,6 +72,13 @@ export interface RolloutOptions {
   /** Tokens per llama_decode call during prompt evaluation (default 512). */
   batchSize?: number;
   threads?: number;
+  /**
+   * Flash attention: 'off' (default), 'on' or 'auto'. Off by default because llama.cpp's CPU
+   * flash attention rounds Q and the V accumulator to F16, so a sample's log-probs then depend on
+   * which other sequences share the batch (measured up to 3e-4 on the tiny model, against 1e-5
+   * with it off); GRPO's old-policy log-probs must not.
+   */
+  flashAttention?: 'auto' | 'on' | 'off';
   /** Downscale larger images to at most this many pixels before the projector sees them. */
   maxImagePixels?: number;
 }
@@ -80,11 +94,13 @@ interface PreparedBatch {
 
 export class RolloutEngine {
   readonly model: Model;
-  readonly options: Required<Omit<RolloutOptions, 'threads' | 'maxImagePixels'>> & { maxImagePixels?: number };
+  readonly options: Required<Omit<RolloutOptions, 'threads' | 'maxImagePixels' | 'flashAttention'>> & { maxImagePixels?: number };
   #native: NativeRolloutContext | undefined;
   /** Calls run one after another on the one KV cache; this is the tail of that queue. */
   #queue: Promise<unknown> = Promise.resolve();
   readonly #disposeListeners: Array<() => void> = [];
+  /** Decoded images by content hash, across calls: an image used in every round decodes once. */
+  readonly #images = new ImageCache();
 
   private constructor(model: Model, native: NativeRolloutContext, options: RolloutEngine['options']) {
     this.model = model;
@@ -101,8 +117,9 @@ export class RolloutEngine {
     const batchSize = options.batchSize === undefined ? 512 : check.integer('batchSize', options.batchSize, 1, 65536);
     const threads = options.threads === undefined ? 0 : check.integer('threads', options.threads, 1, 1024);
     const maxImagePixels = options.maxImagePixels === undefined ? undefined : check.integer('maxImagePixels', options.maxImagePixels, 64, 1 << 28);
+    const flashAttention = { auto: -1, off: 0, on: 1 }[options.flashAttention === undefined ? 'off' : check.oneOf('flashAttention', options.flashAttention, ['auto', 'on', 'off'] as const)];
     const nativeModel = model.nativeModel();
-    const native = await callNative(() => nativeModel.createContext({ contextSize, parallel, batchSize, threads }));
+    const native = await callNative(() => nativeModel.createContext({ contextSize, parallel, batchSize, threads, flashAttention }));
     return new RolloutEngine(model, native, { contextSize, parallel, batchSize, maxImagePixels });
   }
 
@@ -168,6 +185,20 @@ export class RolloutEngine {
     return this.#native;
   }
 
+  #promptOf(request: RolloutRequest, imageCount: number, at: string): string {
+    if (request.prompt !== undefined) {
+      if (request.messages !== undefined) throw new VisplayError('ERR_INVALID_ARG', `${at}: give messages or prompt, not both`);
+      const prompt = check.string(`${at}.prompt`, request.prompt);
+      const markers = prompt.split(this.model.info.projector.marker).length - 1;
+      if (markers !== imageCount) {
+        throw new VisplayError('ERR_INVALID_ARG', `${at}: the prompt has ${markers} image markers but ${imageCount} images were given`);
+      }
+      return prompt;
+    }
+    const messages = placeImages(check.arrayOf(`${at}.messages`, request.messages, checkMessage), imageCount, at);
+    return this.model.renderChat(messages);
+  }
+
   #enqueue<T>(task: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(task, task);
     this.#queue = run.catch(() => undefined);
@@ -190,14 +221,14 @@ export class RolloutEngine {
       const temperature = request.temperature === undefined ? 1 : check.number(`${at}.temperature`, request.temperature, 0, 100);
       const topP = request.topP === undefined ? 1 : check.number(`${at}.topP`, request.topP, 0, 1);
       const topK = request.topK === undefined ? 0 : check.integer(`${at}.topK`, request.topK, 0, 1 << 24);
-      const seed = request.seed === undefined ? randomInt(0, 2 ** 48) : check.integer(`${at}.seed`, request.seed, 0, Number.MAX_SAFE_INTEGER);
+      const seed = request.seed === undefined ? randomInt(0, 2 ** 47) : check.integer(`${at}.seed`, request.seed, 0, Number.MAX_SAFE_INTEGER);
       const inputs = request.images ?? [];
       if (!Array.isArray(inputs)) throw new VisplayError('ERR_INVALID_ARG', `Expected array for ${at}.images but received ${typeof inputs}`);
       const indices: number[] = [];
       for (const input of inputs) {
         let decoded = decodedBySource.get(input);
         if (!decoded) {
-          decoded = isDecoded(input) ? input : await loadImage(input, { maxPixels: this.options.maxImagePixels });
+          decoded = isDecoded(input) ? input : await this.#images.load(input, { maxPixels: this.options.maxImagePixels });
           decodedBySource.set(input, decoded);
         }
         let index = indexByKey.get(decoded.key);
@@ -208,8 +239,7 @@ export class RolloutEngine {
         }
         indices.push(index);
       }
-      const messages = placeImages(check.arrayOf(`${at}.messages`, request.messages, checkMessage), inputs.length, at);
-      const prompt = this.model.renderChat(messages);
+      const prompt = this.#promptOf(request, inputs.length, at);
       const stopTokens = request.stopTokens === undefined ? [] : check.arrayOf(`${at}.stopTokens`, request.stopTokens,
         (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
       out.push({ prompt, images: indices, n, maxTokens, temperature, topP, topK, seed, stopTokens });

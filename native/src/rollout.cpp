@@ -91,6 +91,7 @@ RolloutContextState::RolloutContextState(std::shared_ptr<ModelState> model, cons
     p.n_threads = threads;
     p.n_threads_batch = threads;
     p.no_perf = true;
+    p.flash_attn_type = static_cast<llama_flash_attn_type>(options.flash_attention);
     clear_captured_log();
     ctx_ = llama_init_from_model(model_->model, p);
     if (!ctx_) throw CodedError("ERR_MODEL_LOAD", with_log("failed to create a llama context of " + std::to_string(options.context_size) + " cells"));
@@ -747,6 +748,8 @@ Napi::Value create_rollout_context(Napi::Env env, std::shared_ptr<ModelState> mo
     options.parallel = num("parallel", 8);
     options.batch_size = num("batchSize", 512);
     options.threads = num("threads", 0);
+    options.flash_attention = num("flashAttention", -1);
+    if (options.flash_attention < -1 || options.flash_attention > 1) throw_js(env, "ERR_INVALID_ARG", "flashAttention must be -1 (auto), 0 (off) or 1 (on)");
     if (options.context_size < 16) throw_js(env, "ERR_INVALID_ARG", "contextSize must be at least 16");
     if (options.parallel < 1 || options.parallel > 128) throw_js(env, "ERR_INVALID_ARG", "parallel must be between 1 and 128");
     if (options.batch_size < 1) throw_js(env, "ERR_INVALID_ARG", "batchSize must be positive");

@@ -70,6 +70,7 @@ struct ContextOptions {
     int parallel = 8;
     int batch_size = 512;
     int threads = 0;
+    int flash_attention = -1;  // -1 auto, 0 off, 1 on (llama_flash_attn_type)
 };
 
 struct PromptMeasure {

@@ -215,11 +215,13 @@ void write_language_model(const TinyModelConfig & c) {
     using Init = TensorWriter::Init;
     const size_t f32_params = static_cast<size_t>(c.n_layer) *
         (2 * c.n_embd + c.n_embd * c.n_embd * 2 + 2 * c.n_embd * n_embd_kv + c.n_embd + 2 * n_embd_kv + 3 * c.n_embd * c.n_ff) + c.n_embd;
-    const size_t mem = static_cast<size_t>(n_vocab) * c.n_embd * 6 + f32_params * 4 + (c.n_layer * 16 + 8) * ggml_tensor_overhead() + (1 << 20);
+    const size_t mem = static_cast<size_t>(n_vocab) * c.n_embd * 12 + f32_params * 4 + (c.n_layer * 16 + 8) * ggml_tensor_overhead() + (1 << 20);
     TensorWriter w(g, mem, c.seed);
-    // Tied input embedding and output head (Qwen2.5-VL-3B ties them), stored F16.
+    // Input embedding and a separate output head (as Qwen2.5-VL-7B; a random tied head mostly
+    // repeats its input token, which makes outputs blind to the image), both stored F16.
     w.add("token_embd.weight", {c.n_embd, n_vocab}, Init::normal, GGML_TYPE_F16);
     w.add("output_norm.weight", {c.n_embd}, Init::ones);
+    w.add("output.weight", {c.n_embd, n_vocab}, Init::normal, GGML_TYPE_F16);
     for (int il = 0; il < c.n_layer; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
         w.add(p + "attn_norm.weight", {c.n_embd}, Init::ones);

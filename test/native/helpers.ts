@@ -1,0 +1,47 @@
+// Shared fixtures of the native tier: the embedded tiny model (made once, cached) and test images.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { PACKAGE_ROOT } from '../../src/native.js';
+import { Model } from '../../src/model.js';
+import { makeTinyModel, type TinyModelFiles } from '../../src/tiny-model.js';
+
+export const TOOLS_DIR = join(PACKAGE_ROOT, 'build', 'bin');
+
+let files: Promise<TinyModelFiles> | undefined;
+export function tinyFiles(): Promise<TinyModelFiles> {
+  files ??= makeTinyModel({ seed: 1 });
+  return files;
+}
+
+export async function loadTiny(): Promise<Model> {
+  const f = await tinyFiles();
+  return Model.load({ model: f.modelPath, mmproj: f.mmprojPath, threads: 2 });
+}
+
+export function scratchDir(): string {
+  return mkdtempSync(join(tmpdir(), 'visplay-test-'));
+}
+
+/** A deterministic RGB test pattern, encoded as PNG (lossless, so every decoder sees the same pixels). */
+export async function patternPng(width: number, height: number, seed = 0): Promise<Buffer> {
+  const rgb = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      rgb[i] = (x * 4 + seed * 37) & 255;
+      rgb[i + 1] = (y * 5 + seed * 11) & 255;
+      rgb[i + 2] = ((x + y) * 3 + seed * 53) & 255;
+    }
+  }
+  return sharp(rgb, { raw: { width, height, channels: 3 } }).png().toBuffer();
+}
+
+/** Largest absolute difference between two equal-length arrays. */
+export function maxAbsDiff(a: readonly number[], b: readonly number[]): number {
+  if (a.length !== b.length) return Infinity;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
