@@ -86,6 +86,8 @@ export interface NativeRequest {
   seed: number;
   /** Extra stop tokens besides the model's end-of-generation tokens. */
   stopTokens: number[];
+  /** Generate maxTokens whatever is sampled (benchmarks). */
+  ignoreEos?: boolean;
 }
 
 export interface NativeGenerateInput {

@@ -42,6 +42,8 @@ export interface RolloutRequest {
   seed?: number;
   /** Extra stop strings, each of which must be a single token of the vocabulary. */
   stopTokens?: number[];
+  /** Keep generating past end-of-turn tokens up to maxTokens (for benchmarks). */
+  ignoreEos?: boolean;
 }
 
 export interface Sample {
@@ -242,7 +244,7 @@ export class RolloutEngine {
       const prompt = this.#promptOf(request, inputs.length, at);
       const stopTokens = request.stopTokens === undefined ? [] : check.arrayOf(`${at}.stopTokens`, request.stopTokens,
         (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
-      out.push({ prompt, images: indices, n, maxTokens, temperature, topP, topK, seed, stopTokens });
+      out.push({ prompt, images: indices, n, maxTokens, temperature, topP, topK, seed, stopTokens, ignoreEos: request.ignoreEos === true });
     }
     return { images, requests: out };
   }

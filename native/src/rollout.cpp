@@ -296,7 +296,7 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
         s.out.logprobs.push_back(t.logprob);
         stats.generated_tokens++;
         prog.tokens++;
-        if (llama_vocab_is_eog(model_->vocab, t.token) || reqs[s.request].stops.count(t.token)) {
+        if ((!in.ignore_eos && llama_vocab_is_eog(model_->vocab, t.token)) || reqs[s.request].stops.count(t.token)) {
             finish_sample(s, true);
             return false;
         }
@@ -510,6 +510,7 @@ RequestInput read_request(Napi::Env env, const Napi::Object & o, size_t n_images
     r.top_k = static_cast<int>(num("topK", 0));
     r.seed = static_cast<uint64_t>(num("seed", 0));
     if (r.n < 0 || r.max_tokens < 1) throw_js(env, "ERR_INVALID_ARG", "request.n must be >= 0 and request.maxTokens >= 1");
+    r.ignore_eos = o.Get("ignoreEos").ToBoolean();
     Napi::Value stops = o.Get("stopTokens");
     if (stops.IsArray() || stops.IsTypedArray()) r.stop_tokens = read_tokens(env, stops, n_vocab);
     return r;

@@ -41,6 +41,7 @@ struct RequestInput {
     int top_k = 0;
     uint64_t seed = 0;
     std::vector<llama_token> stop_tokens;
+    bool ignore_eos = false;  // benchmarks: always generate max_tokens
 };
 
 struct SampleOutput {
