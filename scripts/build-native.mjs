@@ -26,7 +26,9 @@ const cmakeJs = join(ROOT, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
 const common = ['--directory', join(ROOT, 'native'), '--out', BUILD_DIR, '--parallel', jobs,
   args.has('--debug') ? '--debug' : '--config=Release',
   `--CDVISPLAY_CUDA=${cuda ? 'ON' : 'OFF'}`, '--CDCMAKE_BUILD_TYPE=' + (args.has('--debug') ? 'Debug' : 'Release')];
-const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: jobs };
+// CCACHE_BASEDIR makes ccache's keys relative to the checkout, so a fresh clone in another folder
+// (CI) reuses the objects compiled for this one.
+const env = { ...process.env, CMAKE_BUILD_PARALLEL_LEVEL: jobs, CCACHE_BASEDIR: process.env.CCACHE_BASEDIR ?? ROOT };
 
 function sh(cmd, argv) {
   execFileSync(cmd, argv, { stdio: 'inherit', cwd: ROOT, env });

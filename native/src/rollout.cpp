@@ -287,11 +287,9 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
         prog.done++;
     };
 
-    // Samples a token for `s` from `logits`; returns false when the sample is finished.
-    auto advance = [&](SampleState & s, const float * logits) {
+    // Records token `t` for sample `s`; returns false when the sample is finished.
+    auto apply = [&](SampleState & s, const SampledToken & t) {
         const RequestInput & in = *reqs[s.request].input;
-        SamplingParams sp{in.temperature, in.top_p, in.top_k};
-        const SampledToken t = sample_token(logits, n_vocab_, sp, s.rng, scratch);
         s.out.tokens.push_back(t.token);
         s.out.logprobs.push_back(t.logprob);
         stats.generated_tokens++;
@@ -308,6 +306,18 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
         s.pending = t.token;
         return true;
     };
+    auto draw = [&](SampleState & s, const float * logits, SamplerScratch & scr) {
+        const RequestInput & in = *reqs[s.request].input;
+        return sample_token(logits, n_vocab_, SamplingParams{in.temperature, in.top_p, in.top_k}, s.rng, scr);
+    };
+    auto advance = [&](SampleState & s, const float * logits) { return apply(s, draw(s, logits, scratch)); };
+
+    // Sampling after a decode step touches only each sample's own RNG and a per-thread scratch, so
+    // it is spread over the context's threads (ggml's are idle between decodes); recording the
+    // tokens stays sequential.
+    const int n_sampling_threads = std::max(1, options_.threads > 0 ? options_.threads : static_cast<int>(std::thread::hardware_concurrency()));
+    std::vector<SamplerScratch> scratches(static_cast<size_t>(n_sampling_threads));
+    std::vector<SampledToken> drawn;
 
     while (prog.done < total_samples) {
         // Fill free slots: first with samples of admitted requests, then by admitting new ones.
@@ -373,12 +383,31 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
         const int32_t ret = llama_decode(ctx_, batch.get());
         stats.decode_calls++;
         if (ret != 0) throw CodedError("ERR_DECODE", with_log("generation step failed: " + decode_error(ret)));
+        drawn.resize(live.size());
+        const size_t n_live = live.size();
+        // llama_get_logits_ith may synchronize the backend: call it here, not in the workers.
+        std::vector<const float *> logits_of(n_live);
+        for (size_t i = 0; i < n_live; ++i) logits_of[i] = llama_get_logits_ith(ctx_, static_cast<int32_t>(i));
+        const int n_workers = static_cast<int>(std::min<size_t>(static_cast<size_t>(n_sampling_threads), n_live / 2));
+        auto draw_range = [&](int w, int n_parts) {
+            for (size_t i = n_live * w / n_parts; i < n_live * (w + 1) / n_parts; ++i) {
+                drawn[i] = draw(live[i], logits_of[i], scratches[w]);
+            }
+        };
+        if (n_workers > 1) {
+            std::vector<std::thread> workers;
+            for (int w = 1; w < n_workers; ++w) workers.emplace_back(draw_range, w, n_workers);
+            draw_range(0, n_workers);
+            for (auto & t : workers) t.join();
+        } else {
+            draw_range(0, 1);
+        }
         std::vector<SampleState> still;
         still.reserve(live.size());
         for (size_t i = 0; i < live.size(); ++i) {
             SampleState & s = live[i];
             s.n_past++;
-            if (advance(s, llama_get_logits_ith(ctx_, static_cast<int32_t>(i)))) still.push_back(std::move(s));
+            if (apply(s, drawn[i])) still.push_back(std::move(s));
         }
         live.swap(still);
         stats.generate_ms += ms_since(t0);
