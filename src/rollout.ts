@@ -122,7 +122,8 @@ export class RolloutEngine {
     const flashAttention = { auto: -1, off: 0, on: 1 }[options.flashAttention === undefined ? 'off' : check.oneOf('flashAttention', options.flashAttention, ['auto', 'on', 'off'] as const)];
     const nativeModel = model.nativeModel();
     const native = await callNative(() => nativeModel.createContext({ contextSize, parallel, batchSize, threads, flashAttention }));
-    return new RolloutEngine(model, native, { contextSize, parallel, batchSize, maxImagePixels });
+    // llama.cpp rounds the cache up to a multiple of 256 cells: report what it really holds.
+    return new RolloutEngine(model, native, { contextSize: native.contextSize, parallel, batchSize, maxImagePixels });
   }
 
   get disposed(): boolean {
@@ -154,11 +155,15 @@ export class RolloutEngine {
    */
   score(request: Omit<RolloutRequest, 'n' | 'maxTokens' | 'temperature' | 'topP' | 'topK' | 'seed'>, tokens: readonly number[]): Promise<number[]> {
     return this.#enqueue(async () => {
+      // Checked here, not only natively: Int32Array.from would silently truncate 1.5 to 1 and wrap
+      // 2 ** 32 + 5 to 5, scoring a token the caller never named.
+      this.#context();
+      const ids = check.arrayOf('tokens', tokens, (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
       const batch = await this.#prepare([{ ...request, n: 1, maxTokens: 1 }]);
       const native = this.#context();
       const req = batch.requests[0]!;
       const out = await callNative(() => native.score({
-        images: batch.images, prompt: req.prompt, imageIndices: req.images, tokens: Int32Array.from(tokens),
+        images: batch.images, prompt: req.prompt, imageIndices: req.images, tokens: Int32Array.from(ids),
       }));
       return Array.from(out);
     });

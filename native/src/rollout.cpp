@@ -253,7 +253,7 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
             throw CodedError("ERR_PROMPT_TOO_LONG", "request " + std::to_string(r) + ": the prompt takes " + std::to_string(reqs[r].cells) +
                              " tokens (images included) and up to " + std::to_string(in.max_tokens) +
                              " more are generated, but the context holds " + std::to_string(n_ctx) +
-                             "; raise contextSize or shorten the prompt");
+                             "; raise the context size (contextSize, --context-size) or shorten the prompt");
         }
         total_samples += in.n;
     }
@@ -737,9 +737,11 @@ class CreateContextWorker : public Napi::AsyncWorker {
         }
     }
     void OnOK() override {
+        ContextOptions actual = options_;
+        actual.context_size = state_->n_ctx();
         t_pending_context = std::move(state_);
         Napi::Object obj = addon_data(Env()).context_constructor.New({});
-        AddonRolloutContext::Unwrap(obj)->options_ = options_;
+        AddonRolloutContext::Unwrap(obj)->options_ = actual;
         deferred_.Resolve(obj);
     }
     void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }

@@ -95,6 +95,8 @@ class RolloutContextState {
 
     const ContextOptions & options() const { return options_; }
     int n_vocab() const { return n_vocab_; }
+    // Cells the cache really holds: llama.cpp rounds the requested size up to a multiple of 256.
+    int n_ctx() const { return static_cast<int>(llama_n_ctx(ctx_)); }
     std::atomic<bool> busy{false};
 
   private:
