@@ -201,7 +201,6 @@ struct RequestState {
     llama_seq_id holder = -1;
     llama_pos prefix_positions = 0;
     std::vector<float> first_logits;
-    bool admitted = false;
 };
 
 // Per-sample seed: a hash of (request seed, sample index), so samples differ from each other but
@@ -355,7 +354,6 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
                     Prefill pf = prefill(*rq.input, images, rq.holder, stats);
                     rq.prefix_positions = pf.positions;
                     rq.first_logits = std::move(pf.last_logits);
-                    rq.admitted = true;
                     if (rq.input->n == 0) {
                         llama_memory_seq_rm(mem, rq.holder, -1, -1);
                         free_holders.push_back(rq.holder);
