@@ -30,7 +30,13 @@ export type VisplayErrorCode =
   | 'ERR_MODEL_LOAD'
   | 'ERR_DECODE'
   | 'ERR_NATIVE'
-  | 'ERR_OUTPUT';
+  | 'ERR_OUTPUT'
+  // training
+  | 'ERR_UNSUPPORTED_MODEL'
+  | 'ERR_CHECKPOINT'
+  | 'ERR_COMPUTE'
+  | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_INTERNAL';
 
 /** Every code, for parsing native messages and for exhaustive tests. */
 export const VISPLAY_ERROR_CODES: readonly VisplayErrorCode[] = [
@@ -38,6 +44,7 @@ export const VISPLAY_ERROR_CODES: readonly VisplayErrorCode[] = [
   'ERR_GGUF_TRUNCATED', 'ERR_GGUF_CORRUPT', 'ERR_GGUF_UNSUPPORTED', 'ERR_NOT_VLM', 'ERR_MMPROJ_MISMATCH',
   'ERR_IMAGE_DECODE', 'ERR_IMAGE_EMPTY', 'ERR_PROMPT_TOO_LONG', 'ERR_DISPOSED', 'ERR_BUSY',
   'ERR_MODEL_LOAD', 'ERR_DECODE', 'ERR_NATIVE', 'ERR_OUTPUT',
+  'ERR_UNSUPPORTED_MODEL', 'ERR_CHECKPOINT', 'ERR_COMPUTE', 'ERR_OUT_OF_MEMORY', 'ERR_INTERNAL',
 ];
 
 const KNOWN_CODES: ReadonlySet<string> = new Set(VISPLAY_ERROR_CODES);

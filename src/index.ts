@@ -4,6 +4,11 @@ export {
   RolloutEngine, type GenerateOptions, type ImageInput, type RolloutOptions, type RolloutRequest, type RolloutResult,
   type RolloutStats, type Sample,
 } from './rollout.js';
+export {
+  LORA_MODULES, Policy, groupsFromRollout, type EvaluateResult, type LoraModule, type LossOptions, type OptimizerOptions, type PolicyOptions,
+  type StepResult, type TrainGroup, type TrainSample,
+} from './policy.js';
+export { BatchImages, type PromptSpec } from './prompts.js';
 export { TINY_MODEL_CONFIG, cacheDir, loadTinyModel, makeTinyModel, type MakeTinyModelOptions, type TinyModelFiles } from './tiny-model.js';
 export { ImageCache, loadImage, type DecodedImage, type LoadImageOptions } from './images.js';
 export {

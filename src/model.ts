@@ -5,6 +5,7 @@ import { detectChatFamily, renderWith, type ChatFamily, type ChatMessage } from 
 import { VisplayError, callNative } from './errors.js';
 import { inspectModelPair } from './gguf.js';
 import { loadBinding, type NativeModel, type NativeModelInfo } from './native.js';
+import { Policy, type PolicyOptions } from './policy.js';
 import { RolloutEngine, type RolloutOptions } from './rollout.js';
 import * as check from './validate.js';
 
@@ -39,6 +40,7 @@ export class Model {
   readonly info: ModelInfo;
   #native: NativeModel | undefined;
   readonly #engines = new Set<RolloutEngine>();
+  readonly #policies = new Set<Policy>();
 
   private constructor(native: NativeModel, info: ModelInfo) {
     this.#native = native;
@@ -103,12 +105,29 @@ export class Model {
     return engine;
   }
 
+  /** A fresh LoRA policy over this model, trained with GRPO natively (see policy.ts). */
+  async createPolicy(options: PolicyOptions = {}): Promise<Policy> {
+    return this.#track(await Policy.create(this, options));
+  }
+
+  /** A policy saved by policy.save(dir), restored exactly (weights, moments, step, RNG state). */
+  async loadPolicy(dir: string, options: Parameters<typeof Policy.load>[2] = {}): Promise<Policy> {
+    return this.#track(await Policy.load(this, dir, options));
+  }
+
+  #track(policy: Policy): Policy {
+    this.#policies.add(policy);
+    return policy;
+  }
+
   /**
-   * Frees the model. Engines made from it are disposed first; native work already in flight
+   * Frees the model. Engines and policies made from it are disposed first; native work already in flight
    * finishes on memory it still holds. Idempotent.
    */
   dispose(): void {
     for (const engine of [...this.#engines]) engine.dispose();
+    for (const policy of this.#policies) policy.dispose();
+    this.#policies.clear();
     this.#native?.dispose();
     this.#native = undefined;
   }

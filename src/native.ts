@@ -139,6 +139,8 @@ export interface NativeContextOptions {
   threads: number;
   /** -1 auto, 0 off, 1 on. */
   flashAttention: number;
+  /** F32 instead of F16 KV cache. */
+  kvCacheF32?: boolean;
 }
 
 export interface NativePromptInfo {
@@ -153,6 +155,128 @@ export interface NativeRolloutContext {
   readonly parallel: number;
   generate(input: NativeGenerateInput, onProgress?: (done: number, total: number, tokens: number) => void): Promise<NativeGenerateResult>;
   score(input: NativeScoreInput): Promise<Float32Array>;
+  score(input: NativeScoreInput & { returnLogits: true }): Promise<{ logprobs: Float32Array; logits: Float32Array }>;
+  /** Sample with this policy's live LoRA adapter from now on (null: the base model). */
+  useLora(policy: NativePolicy | null): void;
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
+// ---- training (native/src/policy.h) ----------------------------------------------------------
+
+export interface NativePolicyOptions {
+  rank: number;
+  alpha: number;
+  targets: string[];
+  seed: number;
+  threads: number;
+  microBatchTokens: number;
+  headChunk: number;
+  contextSize: number;
+  /** A folder written by save(): rank, alpha, targets, weights, moments and step come from it. */
+  resumeFrom?: string;
+}
+
+export interface NativeLossConfig {
+  clipLow: number;
+  clipHigh: number;
+  dualClip: number;
+  klCoef: number;
+  aggregation: 'token-mean' | 'seq-mean-token-mean';
+}
+
+export interface NativeOptimizerConfig {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  maxGradNorm: number;
+  schedule: 'constant' | 'cosine';
+  warmupSteps: number;
+  totalSteps: number;
+  minLrRatio: number;
+}
+
+export interface NativeTrainSample {
+  tokens: Int32Array;
+  /** Behaviour-policy log-probs, one per token; absent: the current policy's own. */
+  logprobs?: Float32Array;
+  advantage: number;
+}
+
+export interface NativeTrainGroup {
+  prompt: string;
+  images: number[];
+  samples: NativeTrainSample[];
+}
+
+export interface NativeTrainBatch {
+  images: NativeImage[];
+  groups: NativeTrainGroup[];
+}
+
+export interface NativeRunStats {
+  loss: number;
+  pgLoss: number;
+  kl: number;
+  clipFraction: number;
+  dualClipFraction: number;
+  gradNorm: number;
+  lr: number;
+  seconds: number;
+  tokens: number;
+  tokensPerSecond: number;
+  sequences: number;
+  packedRows: number;
+  microBatches: number;
+  imageEncodes: number;
+  step: number;
+  skippedSteps: number;
+  applied: boolean;
+  skipReason?: string;
+}
+
+export interface NativeRunResult extends NativeRunStats {
+  logprobs: Float32Array[];
+  refLogprobs?: Float32Array[];
+  gradients?: Record<string, Float32Array>;
+}
+
+export interface NativePromptInputs {
+  tokens: number;
+  nextPosition: number;
+  /** tokens * n_embd input embeddings (text rows and image embeddings). */
+  embeddings: Float32Array;
+  /** tokens values, or 4 * tokens stream-major (t, y, x, z) for M-RoPE. */
+  positions: Int32Array;
+  positionStreams: number;
+}
+
+export interface NativePolicyInfo {
+  rank: number;
+  alpha: number;
+  scale: number;
+  targets: string[];
+  seed: number;
+  contextSize: number;
+  microBatchTokens: number;
+  step: number;
+  vocabularySize: number;
+  architecture: string;
+  parameters: number;
+}
+
+export interface NativePolicy {
+  run(batch: NativeTrainBatch, options: { loss: NativeLossConfig; optimizer: NativeOptimizerConfig; apply: boolean; gradients: boolean }): Promise<NativeRunResult>;
+  promptInputs(input: { images: NativeImage[]; prompt: string; imageIndices: number[] }): Promise<NativePromptInputs>;
+  logits(input: { images: NativeImage[]; prompt: string; imageIndices: number[]; tokens: Int32Array }): Promise<Float32Array>;
+  save(dir: string, optimizer: NativeOptimizerConfig): Promise<void>;
+  tensorNames(): string[];
+  tensorShape(name: string): number[];
+  getTensor(name: string): Float32Array;
+  setTensor(name: string, data: Float32Array): void;
+  info(): NativePolicyInfo;
   dispose(): void;
   readonly disposed: boolean;
 }
@@ -166,6 +290,7 @@ export interface NativeModel {
   /** llama_chat_apply_template with the GGUF's template (for families without a registry entry). */
   applyChatTemplate(messages: Array<{ role: string; content: string }>, addAssistant: boolean): string;
   createContext(options: NativeContextOptions): Promise<NativeRolloutContext>;
+  createPolicy(options: NativePolicyOptions): Promise<NativePolicy>;
   dispose(): void;
   readonly disposed: boolean;
 }
@@ -187,6 +312,7 @@ export interface NativeTinyModelConfig {
   visionFeedForwardSize: number;
   imageSize: number;
   patchSize: number;
+  embeddingType?: 'f16' | 'f32';
   chatTemplate: string;
 }
 
@@ -199,7 +325,9 @@ export interface NativeBinding {
   loadModel(options: NativeLoadOptions): Promise<NativeModel>;
   makeTinyModel(config: NativeTinyModelConfig): Promise<void>;
   /** Count of live native objects (models, contexts) for lifecycle tests. */
-  liveObjects(): { models: number; contexts: number };
+  liveObjects(): { models: number; contexts: number; policies: number };
+  /** Group-relative advantages (native/kernels): (r - mean) / (std + eps) per group, unbiased std. */
+  groupAdvantages(rewards: Float32Array, groupSizes: Int32Array, eps: number): Float32Array;
 }
 
 // ---- loading ------------------------------------------------------------------------------

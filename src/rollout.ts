@@ -5,29 +5,17 @@
 // each distinct image once, evaluates each prompt once, fans it out to n samples through the KV
 // cache, and decodes every live sample in one llama_decode per step.
 import { randomInt } from 'node:crypto';
-import type { ChatMessage, ChatPart } from './chat.js';
 import { VisplayError, callNative } from './errors.js';
-import { ImageCache, type DecodedImage } from './images.js';
+import { ImageCache } from './images.js';
 import type { Model } from './model.js';
+import type { Policy } from './policy.js';
 import type { FinishReason, NativeGenerateStats, NativeImage, NativeRequest, NativeRolloutContext } from './native.js';
+import { BatchImages, preparePrompt, type PromptSpec } from './prompts.js';
 import * as check from './validate.js';
 
-/** A file path, encoded bytes (JPEG, PNG, ...), or an image already decoded by loadImage(). */
-export type ImageInput = string | Buffer | Uint8Array | DecodedImage;
+export type { ImageInput } from './prompts.js';
 
-export interface RolloutRequest {
-  /** The conversation; rendered with the model's chat template (see chat.ts). */
-  messages?: ChatMessage[];
-  /**
-   * Instead of messages: an already templated prompt, one image marker (model.info.projector.marker)
-   * per image. For tools that must reproduce another program's exact prompt.
-   */
-  prompt?: string;
-  /**
-   * Images of the conversation, in the order of its image parts. When no message has an image
-   * part, they are put before the text of the last user message (Qwen-VL's convention).
-   */
-  images?: ImageInput[];
+export interface RolloutRequest extends PromptSpec {
   /** Samples to draw from this prompt (default 1). */
   n?: number;
   /** Most tokens per sample (default 256). */
@@ -81,6 +69,11 @@ export interface RolloutOptions {
    * with it off); GRPO's old-policy log-probs must not.
    */
   flashAttention?: 'auto' | 'on' | 'off';
+  /**
+   * KV cache precision: 'f16' (default, llama.cpp's) or 'f32' (twice the memory; log-probs then
+   * match the F32 training graph to float rounding).
+   */
+  kvCacheType?: 'f16' | 'f32';
   /** Downscale larger images to at most this many pixels before the projector sees them. */
   maxImagePixels?: number;
 }
@@ -96,7 +89,7 @@ interface PreparedBatch {
 
 export class RolloutEngine {
   readonly model: Model;
-  readonly options: Required<Omit<RolloutOptions, 'threads' | 'maxImagePixels' | 'flashAttention'>> & { maxImagePixels?: number };
+  readonly options: Required<Omit<RolloutOptions, 'threads' | 'maxImagePixels' | 'flashAttention' | 'kvCacheType'>> & { maxImagePixels?: number };
   #native: NativeRolloutContext | undefined;
   /** Calls run one after another on the one KV cache; this is the tail of that queue. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -121,7 +114,10 @@ export class RolloutEngine {
     const maxImagePixels = options.maxImagePixels === undefined ? undefined : check.integer('maxImagePixels', options.maxImagePixels, 64, 1 << 28);
     const flashAttention = { auto: -1, off: 0, on: 1 }[options.flashAttention === undefined ? 'off' : check.oneOf('flashAttention', options.flashAttention, ['auto', 'on', 'off'] as const)];
     const nativeModel = model.nativeModel();
-    const native = await callNative(() => nativeModel.createContext({ contextSize, parallel, batchSize, threads, flashAttention }));
+    const native = await callNative(() => nativeModel.createContext({
+      contextSize, parallel, batchSize, threads, flashAttention,
+      kvCacheF32: options.kvCacheType === undefined ? false : check.oneOf('kvCacheType', options.kvCacheType, ['f16', 'f32'] as const) === 'f32',
+    }));
     // llama.cpp rounds the cache up to a multiple of 256 cells: report what it really holds.
     return new RolloutEngine(model, native, { contextSize: native.contextSize, parallel, batchSize, maxImagePixels });
   }
@@ -169,6 +165,43 @@ export class RolloutEngine {
     });
   }
 
+  /**
+   * llama_decode's raw logits for `tokens` after the prompt, computed alone in one sequence:
+   * row 0 at the prompt's last token, row j at token j-1 ([tokens.length][vocab]). The
+   * independent reference the training graph's logits are tested against.
+   */
+  scoreLogits(request: PromptSpec, tokens: readonly number[]): Promise<Float32Array> {
+    return this.#enqueue(async () => {
+      this.#context();
+      const ids = check.arrayOf('tokens', tokens, (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
+      const batch = await this.#prepare([{ ...request, n: 1, maxTokens: 1 }]);
+      const native = this.#context();
+      const req = batch.requests[0]!;
+      const out = await callNative(() => native.score({
+        images: batch.images, prompt: req.prompt, imageIndices: req.images, tokens: Int32Array.from(ids), returnLogits: true,
+      }));
+      return out.logits;
+    });
+  }
+
+  /**
+   * Samples with `policy`'s live LoRA adapter from the next call on (null: the base model).
+   * Prefer policy.attach(engine), which also keeps the policy's updates and this engine's calls apart.
+   */
+  useLora(policy: Policy | null): Promise<void> {
+    return this.#enqueue(async () => {
+      const native = this.#context();
+      const p = policy === null ? null : policy.native();
+      if (policy !== null && policy.model !== this.model) throw new VisplayError('ERR_INVALID_ARG', 'the policy belongs to another model');
+      await callNative(() => native.useLora(p));
+    });
+  }
+
+  /** @internal Runs `task` in this engine's queue: no generate or score call overlaps it. */
+  runExclusive<T>(task: () => Promise<T>): Promise<T> {
+    return this.#enqueue(task);
+  }
+
   /** Registers a callback run once on dispose (the model uses it to forget its engines). */
   onDispose(listener: () => void): void {
     this.#disposeListeners.push(listener);
@@ -192,20 +225,6 @@ export class RolloutEngine {
     return this.#native;
   }
 
-  #promptOf(request: RolloutRequest, imageCount: number, at: string): string {
-    if (request.prompt !== undefined) {
-      if (request.messages !== undefined) throw new VisplayError('ERR_INVALID_ARG', `${at}: give messages or prompt, not both`);
-      const prompt = check.string(`${at}.prompt`, request.prompt);
-      const markers = prompt.split(this.model.info.projector.marker).length - 1;
-      if (markers !== imageCount) {
-        throw new VisplayError('ERR_INVALID_ARG', `${at}: the prompt has ${markers} image markers but ${imageCount} images were given`);
-      }
-      return prompt;
-    }
-    const messages = placeImages(check.arrayOf(`${at}.messages`, request.messages, checkMessage), imageCount, at);
-    return this.model.renderChat(messages);
-  }
-
   #enqueue<T>(task: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(task, task);
     this.#queue = run.catch(() => undefined);
@@ -216,9 +235,7 @@ export class RolloutEngine {
   async #prepare(requests: RolloutRequest[]): Promise<PreparedBatch> {
     this.#context();
     if (!Array.isArray(requests)) throw new VisplayError('ERR_INVALID_ARG', `Expected array for requests but received ${typeof requests}`);
-    const images: NativeImage[] = [];
-    const indexByKey = new Map<string, number>();
-    const decodedBySource = new Map<ImageInput, DecodedImage>();
+    const batch = new BatchImages(this.#images, this.options.maxImagePixels);
     const out: NativeRequest[] = [];
     for (const [r, request] of requests.entries()) {
       const at = `requests[${r}]`;
@@ -229,66 +246,11 @@ export class RolloutEngine {
       const topP = request.topP === undefined ? 1 : check.number(`${at}.topP`, request.topP, 0, 1);
       const topK = request.topK === undefined ? 0 : check.integer(`${at}.topK`, request.topK, 0, 1 << 24);
       const seed = request.seed === undefined ? randomInt(0, 2 ** 47) : check.integer(`${at}.seed`, request.seed, 0, Number.MAX_SAFE_INTEGER);
-      const inputs = request.images ?? [];
-      if (!Array.isArray(inputs)) throw new VisplayError('ERR_INVALID_ARG', `Expected array for ${at}.images but received ${typeof inputs}`);
-      const indices: number[] = [];
-      for (const input of inputs) {
-        let decoded = decodedBySource.get(input);
-        if (!decoded) {
-          decoded = isDecoded(input) ? input : await this.#images.load(input, { maxPixels: this.options.maxImagePixels });
-          decodedBySource.set(input, decoded);
-        }
-        let index = indexByKey.get(decoded.key);
-        if (index === undefined) {
-          index = images.length;
-          indexByKey.set(decoded.key, index);
-          images.push({ key: decoded.key, width: decoded.width, height: decoded.height, rgb: decoded.rgb });
-        }
-        indices.push(index);
-      }
-      const prompt = this.#promptOf(request, inputs.length, at);
+      const { prompt, images: indices } = await preparePrompt(this.model, batch, request, at);
       const stopTokens = request.stopTokens === undefined ? [] : check.arrayOf(`${at}.stopTokens`, request.stopTokens,
         (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
       out.push({ prompt, images: indices, n, maxTokens, temperature, topP, topK, seed, stopTokens, ignoreEos: request.ignoreEos === true });
     }
-    return { images, requests: out };
+    return { images: batch.images, requests: out };
   }
-}
-
-function isDecoded(input: ImageInput): input is DecodedImage {
-  return typeof input === 'object' && !Buffer.isBuffer(input) && !(input instanceof Uint8Array) && 'rgb' in input;
-}
-
-function checkMessage(name: string, value: unknown): ChatMessage {
-  if (typeof value !== 'object' || value === null) throw new VisplayError('ERR_INVALID_ARG', `Expected object for ${name} but received ${value === null ? 'null' : typeof value}`);
-  const m = value as ChatMessage;
-  check.oneOf(`${name}.role`, m.role, ['system', 'user', 'assistant'] as const);
-  if (typeof m.content !== 'string' && !Array.isArray(m.content)) {
-    throw new VisplayError('ERR_INVALID_ARG', `Expected string or array for ${name}.content but received ${typeof m.content}`);
-  }
-  return m;
-}
-
-function countImageParts(messages: ChatMessage[]): number {
-  let n = 0;
-  for (const m of messages) if (Array.isArray(m.content)) n += m.content.filter((p) => p.type === 'image').length;
-  return n;
-}
-
-/** Matches image parts to images: explicit parts must match in number; else images lead the last user turn. */
-function placeImages(messages: ChatMessage[], imageCount: number, at: string): ChatMessage[] {
-  const parts = countImageParts(messages);
-  if (parts > 0 || imageCount === 0) {
-    if (parts !== imageCount) {
-      throw new VisplayError('ERR_INVALID_ARG', `${at}: the messages have ${parts} image parts but ${imageCount} images were given`);
-    }
-    return messages;
-  }
-  let last = -1;
-  messages.forEach((m, i) => { if (m.role === 'user') last = i; });
-  if (last < 0) throw new VisplayError('ERR_INVALID_ARG', `${at}: images need a user message to go in`);
-  const target = messages[last]!;
-  const text: ChatPart[] = typeof target.content === 'string' ? [{ type: 'text', text: target.content }] : target.content;
-  const content: ChatPart[] = [...Array.from({ length: imageCount }, () => ({ type: 'image' as const })), ...text];
-  return messages.map((m, i) => (i === last ? { ...m, content } : m));
 }

@@ -44,6 +44,11 @@ export interface MakeTinyModelOptions {
   seed?: number;
   /** Folder for the two files; default: the cache folder, one subfolder per (seed, config). */
   outDir?: string;
+  /**
+   * Storage of the token embedding and output head: 'f16' (default) or 'f32', for tests that
+   * compare against float32 references without F16 rounding in the head's matmuls.
+   */
+  embeddingType?: 'f16' | 'f32';
 }
 
 /** The cache folder: $VISPLAY_CACHE_DIR, else $XDG_CACHE_HOME/visplay-native, else ~/.cache/visplay-native. */
@@ -57,8 +62,9 @@ export function vocabularyPath(): string {
   return join(PACKAGE_ROOT, 'native', 'vendor', 'llama.cpp', 'models', 'ggml-vocab-qwen2.gguf');
 }
 
-function configKey(seed: number): string {
-  const h = createHash('sha256').update(JSON.stringify({ v: GENERATOR_VERSION, seed, config: TINY_MODEL_CONFIG }));
+function configKey(seed: number, embeddingType: 'f16' | 'f32'): string {
+  const extra = embeddingType === 'f16' ? {} : { embeddingType };  // f16 keys stay as before
+  const h = createHash('sha256').update(JSON.stringify({ v: GENERATOR_VERSION, seed, config: TINY_MODEL_CONFIG, ...extra }));
   return h.digest('hex').slice(0, 16);
 }
 
@@ -69,10 +75,11 @@ function configKey(seed: number): string {
  */
 export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise<TinyModelFiles> {
   const seed = options.seed === undefined ? 1 : check.integer('seed', options.seed, 0, 2 ** 32 - 1);
-  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed)}`);
+  const embeddingType = options.embeddingType === undefined ? 'f16' : check.oneOf('embeddingType', options.embeddingType, ['f16', 'f32'] as const);
+  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed, embeddingType)}`);
   const files = { modelPath: join(dir, 'tiny-qwen2.5-vl.gguf'), mmprojPath: join(dir, 'mmproj-tiny-qwen2.5-vl.gguf') };
   const stamp = join(dir, 'visplay-tiny.json');
-  const wanted = JSON.stringify({ generator: GENERATOR_VERSION, seed, config: TINY_MODEL_CONFIG });
+  const wanted = JSON.stringify({ generator: GENERATOR_VERSION, seed, config: TINY_MODEL_CONFIG, ...(embeddingType === 'f16' ? {} : { embeddingType }) });
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted && existsSync(files.modelPath) && existsSync(files.mmprojPath)) {
     return { ...files, seed, config: TINY_MODEL_CONFIG, created: false };
   }
@@ -90,7 +97,7 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
   try {
     const binding = loadBinding();
     await callNative(() => binding.makeTinyModel({
-      seed, vocabPath, chatTemplate: QWEN25VL_CHAT_TEMPLATE, ...TINY_MODEL_CONFIG,
+      seed, vocabPath, chatTemplate: QWEN25VL_CHAT_TEMPLATE, ...TINY_MODEL_CONFIG, embeddingType,
       modelPath: join(tmp, 'tiny-qwen2.5-vl.gguf'), mmprojPath: join(tmp, 'mmproj-tiny-qwen2.5-vl.gguf'),
     }));
     writeFileSync(join(tmp, 'visplay-tiny.json'), wanted);
@@ -118,7 +125,7 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
 
 /** Makes (or finds) the tiny model and loads it. */
 export async function loadTinyModel(options: MakeTinyModelOptions & Omit<LoadModelOptions, 'model' | 'mmproj'> = {}): Promise<Model> {
-  const { seed, outDir, ...load } = options;
-  const files = await makeTinyModel({ seed, outDir });
+  const { seed, outDir, embeddingType, ...load } = options;
+  const files = await makeTinyModel({ seed, outDir, embeddingType });
   return Model.load({ ...load, model: files.modelPath, mmproj: files.mmprojPath });
 }

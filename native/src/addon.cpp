@@ -2,7 +2,9 @@
 #include <napi.h>
 
 #include "common.h"
+#include "kernels_binding.h"
 #include "model.h"
+#include "policy.h"
 #include "rollout.h"
 #include "tiny_model.h"
 
@@ -53,6 +55,7 @@ Napi::Value live_objects(const Napi::CallbackInfo & info) {
     Napi::Object out = Napi::Object::New(info.Env());
     out.Set("models", g_live_models.load());
     out.Set("contexts", g_live_contexts.load());
+    out.Set("policies", g_live_policies.load());
     return out;
 }
 
@@ -107,6 +110,7 @@ Napi::Value make_tiny_model(const Napi::CallbackInfo & info) {
     c.v_ff = num("visionFeedForwardSize", c.v_ff);
     c.image_size = num("imageSize", c.image_size);
     c.patch_size = num("patchSize", c.patch_size);
+    c.f32_embeddings = o.Get("embeddingType").IsString() && o.Get("embeddingType").As<Napi::String>().Utf8Value() == "f32";
     auto * worker = new TinyModelWorker(env, std::move(c));
     Napi::Promise promise = worker->promise();
     worker->Queue();
@@ -128,6 +132,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("makeTinyModel", Napi::Function::New(env, make_tiny_model));
     exports.Set("AddonModel", AddonModel::define(env));
     exports.Set("AddonRolloutContext", define_rollout_context(env));
+    exports.Set("AddonPolicy", define_policy(env));
+    init_kernels(env, exports);
     return exports;
 }
 

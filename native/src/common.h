@@ -44,6 +44,7 @@ std::string with_log(const std::string & message);
 struct AddonData {
     Napi::FunctionReference model_constructor;
     Napi::FunctionReference context_constructor;
+    Napi::FunctionReference policy_constructor;
 };
 
 inline AddonData & addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
@@ -51,5 +52,6 @@ inline AddonData & addon_data(Napi::Env env) { return *env.GetInstanceData<Addon
 // Live native objects, for lifecycle tests.
 extern std::atomic<int> g_live_models;
 extern std::atomic<int> g_live_contexts;
+extern std::atomic<int> g_live_policies;
 
 }  // namespace visplay

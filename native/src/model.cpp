@@ -1,5 +1,6 @@
 // Model loading, metadata and tokenization (see model.h).
 #include "model.h"
+#include "policy.h"
 
 #include "common.h"
 #include "rollout.h"
@@ -176,6 +177,7 @@ Napi::Function AddonModel::define(Napi::Env env) {
         InstanceMethod<&AddonModel::measure_prompt>("measurePrompt"),
         InstanceMethod<&AddonModel::apply_chat_template>("applyChatTemplate"),
         InstanceMethod<&AddonModel::create_context>("createContext"),
+        InstanceMethod<&AddonModel::create_policy>("createPolicy"),
         InstanceMethod<&AddonModel::dispose>("dispose"),
         InstanceAccessor<&AddonModel::disposed>("disposed"),
     });
@@ -363,6 +365,13 @@ Napi::Value AddonModel::create_context(const Napi::CallbackInfo & info) {
     auto s = state(env);
     if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, "ERR_INVALID_ARG", "createContext expects an options object");
     return create_rollout_context(env, s, info[0].As<Napi::Object>(), info.This().As<Napi::Object>());
+}
+
+Napi::Value AddonModel::create_policy(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, "ERR_INVALID_ARG", "createPolicy expects an options object");
+    return visplay::create_policy(env, s, info[0].As<Napi::Object>(), info.This().As<Napi::Object>());
 }
 
 }  // namespace visplay

@@ -66,6 +66,7 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
     Napi::Value measure_prompt(const Napi::CallbackInfo & info);
     Napi::Value apply_chat_template(const Napi::CallbackInfo & info);
     Napi::Value create_context(const Napi::CallbackInfo & info);
+    Napi::Value create_policy(const Napi::CallbackInfo & info);
     Napi::Value dispose(const Napi::CallbackInfo & info);
     Napi::Value disposed(const Napi::CallbackInfo & info);
 

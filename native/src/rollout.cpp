@@ -2,6 +2,7 @@
 #include "rollout.h"
 
 #include "common.h"
+#include "policy.h"
 #include "sampler.h"
 
 #include "mtmd-helper.h"
@@ -15,18 +16,6 @@
 
 namespace visplay {
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-struct BitmapDeleter { void operator()(mtmd_bitmap * b) const { mtmd_bitmap_free(b); } };
-struct ChunksDeleter { void operator()(mtmd_input_chunks * c) const { mtmd_input_chunks_free(c); } };
-using BitmapPtr = std::unique_ptr<mtmd_bitmap, BitmapDeleter>;
-using ChunksPtr = std::unique_ptr<mtmd_input_chunks, ChunksDeleter>;
-
 // Tokenizes a templated prompt with its images into mtmd chunks (text and image).
 ChunksPtr tokenize_prompt(ModelState & model, const std::string & prompt, const std::vector<const mtmd_bitmap *> & bitmaps) {
     ChunksPtr chunks(mtmd_input_chunks_init());
@@ -38,6 +27,13 @@ ChunksPtr tokenize_prompt(ModelState & model, const std::string & prompt, const 
     }
     if (res != 0) throw CodedError("ERR_IMAGE_DECODE", with_log("mtmd could not preprocess an image of the prompt"));
     return chunks;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
 class Batch {  // a llama_batch sized once, refilled every step
@@ -92,12 +88,24 @@ RolloutContextState::RolloutContextState(std::shared_ptr<ModelState> model, cons
     p.n_threads_batch = threads;
     p.no_perf = true;
     p.flash_attn_type = static_cast<llama_flash_attn_type>(options.flash_attention);
+    if (options.kv_f32) {
+        p.type_k = GGML_TYPE_F32;
+        p.type_v = GGML_TYPE_F32;
+    }
     clear_captured_log();
     ctx_ = llama_init_from_model(model_->model, p);
     if (!ctx_) throw CodedError("ERR_MODEL_LOAD", with_log("failed to create a llama context of " + std::to_string(options.context_size) + " cells"));
     n_vocab_ = llama_vocab_n_tokens(model_->vocab);
     options_.batch_size = static_cast<int>(p.n_batch);
     g_live_contexts++;
+}
+
+void RolloutContextState::set_adapter(llama_adapter_lora * adapter, std::shared_ptr<void> owner) {
+    float scale = 1.0f;  // llama.cpp multiplies by the adapter's alpha / rank itself
+    if (llama_set_adapters_lora(ctx_, adapter ? &adapter : nullptr, adapter ? 1 : 0, &scale) != 0) {
+        throw CodedError("ERR_INVALID_ARG", with_log("llama.cpp refused the LoRA adapter"));
+    }
+    adapter_owner_ = std::move(owner);
 }
 
 RolloutContextState::~RolloutContextState() {
@@ -417,7 +425,7 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
 }
 
 std::vector<float> RolloutContextState::score(const std::vector<ImageInput> & images, const RequestInput & prompt,
-                                              const std::vector<llama_token> & tokens) {
+                                              const std::vector<llama_token> & tokens, std::vector<float> * logits_out) {
     llama_memory_t mem = llama_get_memory(ctx_);
     llama_memory_clear(mem, true);
     embeddings_.clear();
@@ -434,6 +442,7 @@ std::vector<float> RolloutContextState::score(const std::vector<ImageInput> & im
     out.reserve(tokens.size());
     if (tokens.empty()) return out;
     out.push_back(static_cast<float>(pf.last_logits[tokens[0]] - logsumexp(pf.last_logits.data(), n_vocab_, nullptr)));
+    if (logits_out) logits_out->assign(pf.last_logits.begin(), pf.last_logits.end());
     // Token i's distribution is the output after token i-1; the last token needs no output.
     const int n_batch = options_.batch_size;
     Batch batch(n_batch);
@@ -447,6 +456,7 @@ std::vector<float> RolloutContextState::score(const std::vector<ImageInput> & im
         for (size_t j = i; j < end; ++j) {
             const float * logits = llama_get_logits_ith(ctx_, static_cast<int32_t>(j - i));
             out.push_back(static_cast<float>(logits[tokens[j + 1]] - logsumexp(logits, n_vocab_, nullptr)));
+            if (logits_out) logits_out->insert(logits_out->end(), logits, logits + n_vocab_);
         }
     }
     llama_memory_clear(mem, true);
@@ -455,38 +465,6 @@ std::vector<float> RolloutContextState::score(const std::vector<ImageInput> & im
 }
 
 // ---- JS wrapper ------------------------------------------------------------------------------
-
-namespace {
-
-thread_local std::shared_ptr<RolloutContextState> t_pending_context;
-
-class AddonRolloutContext : public Napi::ObjectWrap<AddonRolloutContext> {
-  public:
-    explicit AddonRolloutContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonRolloutContext>(info) {
-        if (!t_pending_context) throw_js(info.Env(), "ERR_INVALID_ARG", "AddonRolloutContext cannot be constructed from JS; use model.createContext()");
-        state_ = std::move(t_pending_context);
-    }
-
-    std::shared_ptr<RolloutContextState> state(Napi::Env env) const {
-        if (!state_) throw_js(env, "ERR_DISPOSED", "the rollout context is disposed");
-        return state_;
-    }
-
-    Napi::Value generate(const Napi::CallbackInfo & info);
-    Napi::Value score(const Napi::CallbackInfo & info);
-    Napi::Value dispose(const Napi::CallbackInfo & info) {
-        state_.reset();  // a worker in flight keeps the state until it finishes
-        return info.Env().Undefined();
-    }
-    Napi::Value disposed(const Napi::CallbackInfo & info) { return Napi::Boolean::New(info.Env(), !state_); }
-    Napi::Value context_size(const Napi::CallbackInfo & info) { return Napi::Number::New(info.Env(), options_.context_size); }
-    Napi::Value parallel(const Napi::CallbackInfo & info) { return Napi::Number::New(info.Env(), options_.parallel); }
-
-    ContextOptions options_;
-
-  private:
-    std::shared_ptr<RolloutContextState> state_;
-};
 
 std::vector<ImageInput> read_images(Napi::Env env, const Napi::Value & v) {
     std::vector<ImageInput> images;
@@ -512,6 +490,39 @@ std::vector<ImageInput> read_images(Napi::Env env, const Napi::Value & v) {
     }
     return images;
 }
+
+namespace {
+
+thread_local std::shared_ptr<RolloutContextState> t_pending_context;
+
+class AddonRolloutContext : public Napi::ObjectWrap<AddonRolloutContext> {
+  public:
+    explicit AddonRolloutContext(const Napi::CallbackInfo & info) : Napi::ObjectWrap<AddonRolloutContext>(info) {
+        if (!t_pending_context) throw_js(info.Env(), "ERR_INVALID_ARG", "AddonRolloutContext cannot be constructed from JS; use model.createContext()");
+        state_ = std::move(t_pending_context);
+    }
+
+    std::shared_ptr<RolloutContextState> state(Napi::Env env) const {
+        if (!state_) throw_js(env, "ERR_DISPOSED", "the rollout context is disposed");
+        return state_;
+    }
+
+    Napi::Value generate(const Napi::CallbackInfo & info);
+    Napi::Value score(const Napi::CallbackInfo & info);
+    Napi::Value use_lora(const Napi::CallbackInfo & info);
+    Napi::Value dispose(const Napi::CallbackInfo & info) {
+        state_.reset();  // a worker in flight keeps the state until it finishes
+        return info.Env().Undefined();
+    }
+    Napi::Value disposed(const Napi::CallbackInfo & info) { return Napi::Boolean::New(info.Env(), !state_); }
+    Napi::Value context_size(const Napi::CallbackInfo & info) { return Napi::Number::New(info.Env(), options_.context_size); }
+    Napi::Value parallel(const Napi::CallbackInfo & info) { return Napi::Number::New(info.Env(), options_.parallel); }
+
+    ContextOptions options_;
+
+  private:
+    std::shared_ptr<RolloutContextState> state_;
+};
 
 RequestInput read_request(Napi::Env env, const Napi::Object & o, size_t n_images, int32_t n_vocab) {
     RequestInput r;
@@ -649,7 +660,7 @@ class ScoreWorker : public Napi::AsyncWorker {
     void Execute() override {
         clear_captured_log();
         try {
-            logprobs_ = state_->score(images_, prompt_, tokens_);
+            logprobs_ = state_->score(images_, prompt_, tokens_, want_logits_ ? &logits_ : nullptr);
         } catch (const CodedError & e) {
             SetError(coded_message(e.code, e.what()));
         } catch (const std::exception & e) {
@@ -659,8 +670,19 @@ class ScoreWorker : public Napi::AsyncWorker {
     void OnOK() override {
         Napi::Float32Array out = Napi::Float32Array::New(Env(), logprobs_.size());
         std::copy(logprobs_.begin(), logprobs_.end(), out.Data());
-        deferred_.Resolve(out);
+        if (!want_logits_) {
+            deferred_.Resolve(out);
+            return;
+        }
+        Napi::Float32Array logits = Napi::Float32Array::New(Env(), logits_.size());
+        std::copy(logits_.begin(), logits_.end(), logits.Data());
+        Napi::Object r = Napi::Object::New(Env());
+        r.Set("logprobs", out);
+        r.Set("logits", logits);
+        deferred_.Resolve(r);
     }
+    bool want_logits_ = false;
+    std::vector<float> logits_;
     void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
 
   private:
@@ -713,9 +735,30 @@ Napi::Value AddonRolloutContext::score(const Napi::CallbackInfo & info) {
     std::vector<llama_token> tokens = read_tokens(env, input.Get("tokens"), s->n_vocab());
     claim(env, *s);
     auto * worker = new ScoreWorker(env, s, std::move(images), std::move(prompt), std::move(tokens), info.This().As<Napi::Object>());
+    worker->want_logits_ = input.Get("returnLogits").ToBoolean();
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;
+}
+
+// useLora(policy | null): sample with the policy's live adapter (updated in place by every step).
+Napi::Value AddonRolloutContext::use_lora(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    auto s = state(env);
+    std::shared_ptr<PolicyState> policy;
+    if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) {
+        policy = unwrap_policy(env, info[0]);
+        if (policy->lm().n_vocab != s->n_vocab()) throw_js(env, "ERR_INVALID_ARG", "the policy belongs to another model");
+    }
+    claim(env, *s);
+    try {
+        s->set_adapter(policy ? policy->live_adapter() : nullptr, policy);
+    } catch (const CodedError & e) {
+        s->busy = false;
+        throw_js(env, e.code, e.what());
+    }
+    s->busy = false;
+    return env.Undefined();
 }
 
 class CreateContextWorker : public Napi::AsyncWorker {
@@ -758,6 +801,7 @@ Napi::Function define_rollout_context(Napi::Env env) {
     Napi::Function ctor = AddonRolloutContext::DefineClass(env, "AddonRolloutContext", {
         AddonRolloutContext::InstanceMethod<&AddonRolloutContext::generate>("generate"),
         AddonRolloutContext::InstanceMethod<&AddonRolloutContext::score>("score"),
+        AddonRolloutContext::InstanceMethod<&AddonRolloutContext::use_lora>("useLora"),
         AddonRolloutContext::InstanceMethod<&AddonRolloutContext::dispose>("dispose"),
         AddonRolloutContext::InstanceAccessor<&AddonRolloutContext::disposed>("disposed"),
         AddonRolloutContext::InstanceAccessor<&AddonRolloutContext::context_size>("contextSize"),
@@ -779,6 +823,7 @@ Napi::Value create_rollout_context(Napi::Env env, std::shared_ptr<ModelState> mo
     options.batch_size = num("batchSize", 512);
     options.threads = num("threads", 0);
     options.flash_attention = num("flashAttention", -1);
+    options.kv_f32 = o.Get("kvCacheF32").ToBoolean();
     if (options.flash_attention < -1 || options.flash_attention > 1) throw_js(env, "ERR_INVALID_ARG", "flashAttention must be -1 (auto), 0 (off) or 1 (on)");
     if (options.context_size < 16) throw_js(env, "ERR_INVALID_ARG", "contextSize must be at least 16");
     if (options.parallel < 1 || options.parallel > 128) throw_js(env, "ERR_INVALID_ARG", "parallel must be between 1 and 128");

@@ -24,6 +24,14 @@
 
 namespace visplay {
 
+struct BitmapDeleter { void operator()(mtmd_bitmap * b) const { mtmd_bitmap_free(b); } };
+struct ChunksDeleter { void operator()(mtmd_input_chunks * c) const { mtmd_input_chunks_free(c); } };
+using BitmapPtr = std::unique_ptr<mtmd_bitmap, BitmapDeleter>;
+using ChunksPtr = std::unique_ptr<mtmd_input_chunks, ChunksDeleter>;
+
+// Tokenizes a templated prompt with its images into mtmd chunks (text and image). Throws CodedError.
+ChunksPtr tokenize_prompt(ModelState & model, const std::string & prompt, const std::vector<const mtmd_bitmap *> & bitmaps);
+
 struct ImageInput {
     std::string key;
     uint32_t width = 0;
@@ -72,6 +80,7 @@ struct ContextOptions {
     int batch_size = 512;
     int threads = 0;
     int flash_attention = -1;  // -1 auto, 0 off, 1 on (llama_flash_attn_type)
+    bool kv_f32 = false;       // F32 KV cache (exact parity with the F32 training graph) instead of F16
 };
 
 struct PromptMeasure {
@@ -90,14 +99,20 @@ class RolloutContextState {
                                                     GenerateStats & stats,
                                                     const std::function<void(const GenerateProgress &)> & progress);
     // Log-probs of `tokens` as a continuation of the prompt, scored alone in one sequence.
+    // With `logits`, also the raw logits [tokens.size()][n_vocab] of llama_decode: row 0 at the
+    // prompt's last token, row j at token j-1.
     std::vector<float> score(const std::vector<ImageInput> & images, const RequestInput & prompt,
-                             const std::vector<llama_token> & tokens);
+                             const std::vector<llama_token> & tokens, std::vector<float> * logits = nullptr);
 
     const ContextOptions & options() const { return options_; }
     int n_vocab() const { return n_vocab_; }
     // Cells the cache really holds: llama.cpp rounds the requested size up to a multiple of 256.
     int n_ctx() const { return static_cast<int>(llama_n_ctx(ctx_)); }
     std::atomic<bool> busy{false};
+
+    // Samples with this LoRA adapter from now on (null: the base model). `owner` keeps the adapter's
+    // policy alive while the context uses it. Callers hold `busy`.
+    void set_adapter(llama_adapter_lora * adapter, std::shared_ptr<void> owner);
 
   private:
     struct Prefill;
@@ -110,6 +125,7 @@ class RolloutContextState {
     int n_vocab_ = 0;
     // Image embeddings of the current batch, by image key (n_tokens * n_embd floats).
     std::unordered_map<std::string, std::vector<float>> embeddings_;
+    std::shared_ptr<void> adapter_owner_;
 };
 
 PromptMeasure measure_prompt_tokens(ModelState & model, const std::string & prompt,
@@ -121,5 +137,7 @@ Napi::Value create_rollout_context(Napi::Env env, std::shared_ptr<ModelState> mo
 Napi::Function define_rollout_context(Napi::Env env);
 
 std::vector<llama_token> read_tokens(Napi::Env env, const Napi::Value & v, int32_t n_vocab);
+// [{ key, width, height, rgb }] from JS; throws a JS error on malformed input.
+std::vector<ImageInput> read_images(Napi::Env env, const Napi::Value & v);
 
 }  // namespace visplay

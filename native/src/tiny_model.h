@@ -23,6 +23,7 @@ struct TinyModelConfig {
     int n_head_kv = 2;    // grouped-query attention as in Qwen2.5-VL
     int n_ff = 384;
     int n_ctx_train = 4096;
+    bool f32_embeddings = false;  // token_embd/output in F32 (exact-parity tests) instead of F16
 
     // vision tower (Qwen2.5-VL ViT: RMSNorm, SwiGLU, window attention, 2x2 patch merger)
     int v_embd = 64;

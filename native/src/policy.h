@@ -1,0 +1,191 @@
+// Policy: LoRA adapters over one loaded model, trained natively with GRPO.
+//
+// One step (PolicyState::run) for a batch of groups (a prompt with its images, and the sampled
+// responses of that prompt with their advantages):
+//   1. each prompt is tokenized by mtmd, its images encoded once, and turned into input
+//      embeddings and (M-)RoPE positions exactly as llama.cpp decodes them;
+//   2. groups are packed into micro-batches: the prompt once, then every response after it, with a
+//      mask that lets each response see the prompt and itself only (the prompt's forward and
+//      backward are shared by the whole group);
+//   3. per micro-batch: a reference forward with LoRA off (when kl_coef > 0), the forward with
+//      LoRA, the vocabulary head in row chunks (logits -> log-probs -> GRPO loss and its derivative,
+//      in double precision), then ggml's backward pass into gradient accumulators of A and B only;
+//   4. global grad-norm clip and the fused AdamW update (native/kernels), then the live
+//      llama.cpp adapter that rollouts use is refreshed in place.
+#pragma once
+
+#include <napi.h>
+
+#include "grpo_loss.h"
+#include "lm_graph.h"
+#include "model.h"
+#include "rollout.h"
+
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+
+#include <atomic>
+#include <functional>
+#include <unordered_map>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+struct llama_adapter_lora;
+
+namespace visplay {
+
+struct GgmlCtx;
+
+struct PolicyOptions {
+    int rank = 8;
+    float alpha = 16.0f;
+    std::vector<std::string> targets;  // module names (lora_module_names()); empty: all
+    uint64_t seed = 0;
+    int threads = 0;
+    int micro_batch_tokens = 2048;     // packed rows per micro-batch graph (a group larger than this is split)
+    int head_chunk = 256;              // vocabulary-head rows per chunk (bounds logits memory: chunk * n_vocab floats)
+    int context_size = 0;              // longest prompt + response; 0: the model's training context
+};
+
+enum class LrSchedule { constant, cosine };
+
+struct OptimizerConfig {
+    double lr = 1e-6;
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
+    double max_grad_norm = 1.0;        // 0: no clipping
+    LrSchedule schedule = LrSchedule::constant;
+    int64_t warmup_steps = 0;
+    int64_t total_steps = 0;           // cosine decays to min_lr_ratio * lr at total_steps
+    double min_lr_ratio = 0.0;
+};
+
+struct TrainSample {
+    std::vector<int32_t> tokens;       // the response, L >= 1 tokens
+    std::vector<float> old_logprobs;   // L values, or empty: the current policy's own (ρ = 1)
+    double advantage = 0;
+};
+
+struct TrainGroup {
+    std::string prompt;                // templated prompt with image markers
+    std::vector<int> images;           // indices into TrainBatch::images, in marker order
+    std::vector<TrainSample> samples;
+};
+
+struct TrainBatch {
+    std::vector<ImageInput> images;
+    std::vector<TrainGroup> groups;
+};
+
+struct RunStats {
+    double loss = 0, pg_loss = 0, kl = 0, clip_fraction = 0, dual_clip_fraction = 0;
+    double grad_norm = 0, lr = 0, seconds = 0;
+    int64_t tokens = 0, sequences = 0, packed_rows = 0, micro_batches = 0, image_encodes = 0;
+    int64_t step = 0, skipped_steps = 0;
+    bool applied = false;
+    std::string skip_reason;
+};
+
+struct RunOutputs {
+    RunStats stats;
+    std::vector<std::vector<float>> logprobs;      // per sequence (group-major order)
+    std::vector<std::vector<float>> ref_logprobs;  // empty when kl_coef == 0
+    std::vector<std::vector<float>> grads;         // per LoRA tensor (tensor_names() order), when asked
+};
+
+struct PromptInputs {
+    int n_tokens = 0;
+    int next_pos = 0;                 // position of the first response token
+    std::vector<float> embd;          // n_tokens * n_embd
+    std::vector<int32_t> pos;         // n_tokens, or 4 * n_tokens stream-major (t, y, x, z) for M-RoPE
+};
+
+class PolicyState {
+  public:
+    PolicyState(std::shared_ptr<ModelState> model, const PolicyOptions & options);  // throws CodedError
+    ~PolicyState();
+
+    // apply: a training step (optimizer update); otherwise only loss, log-probs and, if want_grads, gradients.
+    RunOutputs run(const TrainBatch & batch, const LossConfig & loss, const OptimizerConfig & opt, bool apply, bool want_grads);
+    PromptInputs prompt_inputs(const std::vector<ImageInput> & images, const TrainGroup & group);
+    // Logits [rows, n_vocab] at every position of prompt + tokens (tokens fed after the prompt), LoRA on.
+    std::vector<float> logits(const std::vector<ImageInput> & images, const TrainGroup & group, const std::vector<int32_t> & tokens);
+
+    std::vector<std::string> tensor_names() const;  // "<base>.lora_a", "<base>.lora_b" per pair
+    std::vector<int64_t> tensor_shape(const std::string & name) const;  // ggml ne order
+    std::vector<float> get_tensor(const std::string & name) const;
+    void set_tensor(const std::string & name, const std::vector<float> & data);
+
+    void save(const std::string & dir, const OptimizerConfig & opt) const;
+    // Restores LoRA tensors, moments, step and RNG state from a directory written by save().
+    void restore(const std::string & dir);
+    static PolicyOptions read_saved_options(const std::string & dir, const PolicyOptions & base);
+
+    llama_adapter_lora * live_adapter() const { return adapter_; }
+    const PolicyOptions & options() const { return options_; }
+    const LmView & lm() const { return lm_; }
+    int64_t step() const { return step_; }
+    float lora_scale() const { return options_.alpha / options_.rank; }
+    std::atomic<bool> busy{false};
+
+  private:
+    struct MicroBatch;
+    // One packed micro-batch: graph inputs plus, per predicted token, where it comes from.
+    struct MicroBatchInputs {
+        int rows = 0, preds = 0;
+        std::vector<float> embd;       // rows * n_embd
+        std::vector<int32_t> pos;      // rows, or 4 * rows stream-major
+        std::vector<float> mask;       // rows * rows
+        std::vector<int32_t> out_rows; // preds
+        std::vector<int> pred_group, pred_sample, pred_index;
+        std::vector<int32_t> pred_target;
+    };
+    // The vocabulary head for a chunk of rows: graph 1 hidden -> logits, graph 2 d logits -> d hidden.
+    struct Head {
+        int rows = 0;
+        std::unique_ptr<GgmlCtx> ctx;
+        ggml_tensor * hidden = nullptr, * logits = nullptr, * dlogits = nullptr, * dhidden = nullptr;
+        ggml_cgraph * g1 = nullptr, * g2 = nullptr;
+        ~Head();
+    };
+
+    void init_lora();
+    void sync_adapter();
+    double lr_at(int64_t step, const OptimizerConfig & opt) const;
+    PromptInputs prepare_prompt(const std::vector<ImageInput> & images, const TrainGroup & group,
+                                std::unordered_map<std::string, std::vector<float>> & cache, int & encodes);
+    MicroBatchInputs pack(const MicroBatch & mb, const std::vector<PromptInputs> & prompts, const TrainBatch & batch);
+    void set_inputs(const LmGraphInputs & t, const MicroBatchInputs & in);
+    std::vector<float> forward_hidden(const MicroBatchInputs & in, bool with_lora);
+    Head & head(int rows);
+    void for_each_head_chunk(const float * hidden, int rows, const std::function<bool(int, int, float *)> & fn, float * dhidden = nullptr);
+    const ggml_tensor * find_param(const std::string & name) const;
+
+    std::shared_ptr<ModelState> model_;
+    PolicyOptions options_;
+    LmView lm_;
+    ggml_backend_t backend_ = nullptr;
+    ggml_context * lora_ctx_ = nullptr;
+    ggml_backend_buffer_t lora_buf_ = nullptr;
+    std::vector<LoraPair> pairs_;
+    std::map<const ggml_tensor *, const LoraPair *> by_base_;
+    std::vector<ggml_tensor *> params_;   // a0, b0, a1, b1, ...
+    std::vector<ggml_tensor *> grad_acc_; // same order
+    ggml_tensor * loss_seed_ = nullptr;   // scalar 1: d loss / d loss
+    ggml_tensor * output_t_ = nullptr;    // the vocabulary head transposed, [n_vocab, n_embd]
+    ggml_gallocr_t trunk_alloc_ = nullptr, head_alloc_ = nullptr, head2_alloc_ = nullptr;
+    std::unique_ptr<Head> head_;
+    std::vector<std::vector<float>> adam_m_, adam_v_;
+    int64_t step_ = 0, skipped_steps_ = 0;
+    uint64_t rng_state_[4] = {0, 0, 0, 0};
+    llama_adapter_lora * adapter_ = nullptr;
+    int n_threads_ = 1;
+};
+
+Napi::Value create_policy(Napi::Env env, std::shared_ptr<ModelState> model, const Napi::Object & options, const Napi::Object & model_object);
+Napi::Function define_policy(Napi::Env env);
+// The live adapter of a JS AddonPolicy (for RolloutContext.useLora); keeps the policy alive.
+std::shared_ptr<PolicyState> unwrap_policy(Napi::Env env, const Napi::Value & v);
+
+}  // namespace visplay

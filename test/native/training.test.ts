@@ -1,0 +1,293 @@
+// The GRPO training engine against independent references: llama.cpp's own decode for logits
+// (with and without LoRA), central finite differences for gradients, llama.cpp loading our saved
+// adapter, bit-exact resume, and a learning sanity run.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Model } from '../../src/model.js';
+import { groupsFromRollout, type Policy, type TrainGroup } from '../../src/policy.js';
+import type { RolloutEngine } from '../../src/rollout.js';
+import { makeTinyModel } from '../../src/tiny-model.js';
+import { TOOLS_DIR, patternPng, scratchDir, tinyFiles } from './helpers.js';
+
+const PROMPT = { messages: [{ role: 'user' as const, content: 'Describe the picture.' }] };
+
+/** Deterministic pseudo-random numbers in [-0.5, 0.5). */
+function lcg(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return s / 2147483648 - 0.5;
+  };
+}
+
+/** Gives every lora_b a random value so that A receives gradients too (B = 0 at initialisation). */
+async function randomizeB(policy: Policy, seed: number, scale = 0.2): Promise<void> {
+  const rnd = lcg(seed);
+  for (const name of policy.tensorNames()) {
+    if (name.endsWith('lora_b')) await policy.setTensor(name, policy.getTensor(name).map(() => rnd() * scale));
+  }
+}
+
+/** Largest |a[i] - b[i]| over rows [aRow0, aRow0 + rows) of a and [0, rows) of b, both [rows][vocab]. */
+function maxRowDiff(a: Float32Array, aRow0: number, b: Float32Array, rows: number, vocab: number): number {
+  let m = 0;
+  for (let r = 0; r < rows; r++) {
+    for (let v = 0; v < vocab; v++) m = Math.max(m, Math.abs(a[(aRow0 + r) * vocab + v]! - b[r * vocab + v]!));
+  }
+  return m;
+}
+
+describe('training engine (F32 tiny model)', () => {
+  let model: Model;
+  let engine: RolloutEngine;
+  let image: Buffer;
+
+  before(async () => {
+    const f = await makeTinyModel({ seed: 1, embeddingType: 'f32' });
+    model = await Model.load({ model: f.modelPath, mmproj: f.mmprojPath, threads: 2 });
+    engine = await model.createRollout({ parallel: 2, kvCacheType: 'f32', contextSize: 1024 });
+    image = await patternPng(96, 80, 3);
+  });
+  after(() => model?.dispose());
+
+  it('(a) with LoRA zero, the graph\'s logits for a multimodal sequence equal llama_decode\'s (max |Δ| ≤ 1e-4)', async () => {
+    const policy = await model.createPolicy({ rank: 4, seed: 1 });
+    try {
+      const req = { ...PROMPT, images: [image] };
+      const tokens = [100, 2000, 35, 9000, 77];
+      const V = model.info.vocabSize;
+      const ours = await policy.logits(req, tokens);
+      const ref = await engine.scoreLogits(req, tokens);
+      const prompt = ours.length / V - tokens.length;
+      assert.ok(prompt > 20, `the prompt includes the image's tokens (${prompt} rows)`);
+      const d = maxRowDiff(ours, prompt - 1, ref, tokens.length, V);
+      assert.ok(d <= 1e-4, `max |Δ logits| = ${d}`);
+      // The comparison can see the image: another image moves the logits far beyond the tolerance.
+      const other = await policy.logits({ ...PROMPT, images: [await patternPng(96, 80, 9)] }, tokens);
+      assert.ok(maxRowDiff(other, prompt - 1, ref, tokens.length, V) > 1e-3);
+    } finally {
+      policy.dispose();
+    }
+  });
+
+  it('(d) with a trained LoRA, the graph\'s logits equal llama.cpp\'s with our adapter loaded (max |Δ| ≤ 1e-4)', async () => {
+    const policy = await model.createPolicy({ rank: 4, seed: 2, alpha: 8 });
+    try {
+      await randomizeB(policy, 7);
+      await policy.attach(engine);
+      const req = { ...PROMPT, images: [image] };
+      const tokens = [11, 22, 33, 44];
+      const V = model.info.vocabSize;
+      const ours = await policy.logits(req, tokens);
+      const ref = await engine.scoreLogits(req, tokens);
+      const prompt = ours.length / V - tokens.length;
+      assert.ok(maxRowDiff(ours, prompt - 1, ref, tokens.length, V) <= 1e-4);
+      // ... and the adapter matters: without it llama.cpp's logits differ.
+      await policy.detach(engine);
+      const base = await engine.scoreLogits(req, tokens);
+      assert.ok(maxRowDiff(ours, prompt - 1, base, tokens.length, V) > 1e-3);
+    } finally {
+      await policy.detach(engine);
+      policy.dispose();
+    }
+  });
+
+  describe('(b) gradients against central finite differences (relative error ≤ 1e-3)', () => {
+    // Directional derivatives along each tensor's own gradient: the derivative is |g|, large
+    // enough that float32 noise in the loss (≈1e-7) stays far below the tolerance. Each is tried
+    // with two steps, 1e-2 and 3e-3 (truncation vs. rounding), and the better one counts.
+    for (const { label, klCoef, clip } of [
+      { label: 'clip inactive, no KL', klCoef: 0, clip: false },
+      { label: 'clip active, no KL', klCoef: 0, clip: true },
+      { label: 'clip active, with KL', klCoef: 0.3, clip: true },
+      { label: 'clip inactive, with KL', klCoef: 0.3, clip: false },
+    ]) {
+      it(label, async () => {
+        const policy = await model.createPolicy({ rank: 4, seed: 1, alpha: 8 });
+        try {
+          await randomizeB(policy, 12345);
+          const req = { ...PROMPT, images: [image] };
+          const tokens = [[100, 2000, 35, 9000, 77], [5, 6, 7], [900, 901]];
+          const advantages = [1.5, -2, 0.7];
+          const base = await policy.evaluate([{ ...req, samples: tokens.map((t) => ({ tokens: t, advantage: 1 })) }], { loss: { klCoef: 0 } });
+          // Old log-probs: shifted by up to ±1.5 nats (ρ far outside [0.8, 1.3]: clipped) or by 0.01.
+          const shifts = clip ? [[0.5, -0.5, 0.02, 1.2, -0.3], [-0.4, 0.4, 0], [1.5, -1.5]] : [[0.01, -0.01, 0.01, 0.01, -0.01], [0.01, 0.01, -0.01], [0.01, 0.01]];
+          const groups: TrainGroup[] = [{
+            ...req,
+            samples: tokens.map((t, i) => ({ tokens: t, advantage: advantages[i]!, logprobs: base.logprobs[i]!.map((x, j) => Math.min(0, x - shifts[i]![j]!)) })),
+          }];
+          const loss = { klCoef };
+          const ev = await policy.evaluate(groups, { gradients: true, loss });
+          if (clip) assert.ok(ev.clipFraction > 0.2, `clip fraction ${ev.clipFraction}`);
+          else assert.equal(ev.clipFraction, 0);
+          if (klCoef > 0) assert.ok(ev.kl > 0);
+          const names = policy.tensorNames();
+          // Every module type of both blocks, A and B.
+          const checked = names.filter((n) => n.startsWith('blk.1.') || n.includes('attn_q') || n.includes('ffn_down'));
+          for (const name of checked) {
+            const g = ev.gradients![name]!;
+            const norm = Math.hypot(...g);
+            assert.ok(norm > 1e-3, `${name}: gradient norm ${norm}`);
+            const t = policy.getTensor(name);
+            let best = Infinity;
+            for (const h of [1e-2, 3e-3]) {
+              await policy.setTensor(name, t.map((x, i) => x + (h * g[i]!) / norm));
+              const plus = (await policy.evaluate(groups, { loss })).loss;
+              await policy.setTensor(name, t.map((x, i) => x - (h * g[i]!) / norm));
+              const minus = (await policy.evaluate(groups, { loss })).loss;
+              best = Math.min(best, Math.abs((plus - minus) / (2 * h) - norm) / norm);
+            }
+            await policy.setTensor(name, t);
+            assert.ok(best <= 1e-3, `${name}: relative error ${best}`);
+          }
+        } finally {
+          policy.dispose();
+        }
+      });
+    }
+  });
+});
+
+describe('training engine (F16 tiny model)', () => {
+  let model: Model;
+  let image: Buffer;
+
+  before(async () => {
+    const f = await tinyFiles();
+    model = await Model.load({ model: f.modelPath, mmproj: f.mmprojPath, threads: 2 });
+    image = await patternPng(64, 64, 1);
+  });
+  after(() => model?.dispose());
+
+  it('live LoRA: after each step the rollout engine samples with the updated weights, no files, no reload', async () => {
+    const engine = await model.createRollout({ parallel: 4, contextSize: 1024 });
+    const policy = await model.createPolicy({ rank: 4, seed: 3 });
+    try {
+      await policy.attach(engine);
+      const req = { ...PROMPT, images: [image] };
+      const before = await engine.generate([{ ...req, n: 4, maxTokens: 8, seed: 5 }]);
+      // B = 0 at initialisation: the attached adapter changes nothing yet.
+      const base = await model.createRollout({ parallel: 4, contextSize: 1024 });
+      const plain = await base.generate([{ ...req, n: 4, maxTokens: 8, seed: 5 }]);
+      base.dispose();
+      assert.deepEqual(before.samples[0]!.map((s) => s.tokens), plain.samples[0]!.map((s) => s.tokens));
+      const groups = groupsFromRollout([req], before.samples, [[1, -1, 0.5, -0.5]]);
+      const step = await policy.step(groups, { optimizer: { lr: 5e-2 } });
+      assert.equal(step.applied, true);
+      // The engine's log-probs of the same tokens now equal the training graph's with the new LoRA.
+      const tokens = before.samples[0]![0]!.tokens;
+      const scored = await engine.score(req, tokens);
+      const ev = await policy.evaluate([{ ...req, samples: [{ tokens, advantage: 0 }] }], { loss: { klCoef: 0 } });
+      const drift = Math.max(...scored.map((x, i) => Math.abs(x - ev.logprobs[0]![i]!)));
+      assert.ok(drift < 2e-3, `rollout vs training log-probs after the update: ${drift}`);
+      const moved = Math.max(...scored.map((x, i) => Math.abs(x - before.samples[0]![0]!.logprobs[i]!)));
+      assert.ok(moved > 1e-2, `the update moved the rollout's log-probs (${moved})`);
+    } finally {
+      policy.dispose();
+      engine.dispose();
+    }
+  });
+
+  it('save/load resumes exactly: the next step after a save and load equals the next step without it, bit for bit', async () => {
+    const dir = scratchDir();
+    const req = { ...PROMPT, images: [image] };
+    const groups: TrainGroup[] = [{ ...req, samples: [{ tokens: [1, 2, 3, 4], advantage: 1 }, { tokens: [5, 6], advantage: -1 }] }];
+    const opts = { rank: 4, seed: 9, optimizer: { lr: 1e-2 }, loss: { klCoef: 0.05 } };
+    const a = await model.createPolicy(opts);
+    await a.step(groups);
+    await a.step(groups);
+    await a.save(dir);
+    assert.deepEqual(readdirSync(dir).sort(), ['adapter.gguf', 'optimizer.gguf'], 'no temporary file is left behind');
+    await a.step(groups);
+    const b = await model.loadPolicy(dir, { optimizer: { lr: 1e-2 }, loss: { klCoef: 0.05 } });
+    assert.equal(b.info.step, 2);
+    const r = await b.step(groups);
+    assert.equal(r.step, 3);
+    for (const name of a.tensorNames()) {
+      assert.deepEqual(b.getTensor(name), a.getTensor(name), `${name} differs after resume`);
+    }
+    a.dispose();
+    b.dispose();
+  });
+
+  it('llama.cpp\'s own llama-mtmd-cli loads the saved adapter with --lora, and it changes its output', { timeout: 300_000 }, async (t) => {
+    const cli = join(TOOLS_DIR, 'llama-mtmd-cli');
+    if (!existsSync(cli)) {
+      t.skip(`${cli} is not built (node scripts/build-native.mjs --tools)`);
+      return;
+    }
+    const f = await tinyFiles();
+    const dir = scratchDir();
+    const policy = await model.createPolicy({ rank: 8, seed: 4 });
+    await randomizeB(policy, 99, 2.0);
+    await policy.save(dir);
+    const engine = await model.createRollout({ parallel: 1, contextSize: 1024 });
+    await policy.attach(engine);
+    const imgPath = join(dir, 'image.png');
+    (await import('node:fs')).writeFileSync(imgPath, image);
+    const question = 'What is in the image?';
+    const maxTokens = 12;
+    // llama-mtmd-cli's single-turn prompt: the marker before the text, no system turn.
+    const prompt = `<|im_start|>user\n${model.info.projector.marker}${question}<|im_end|>\n<|im_start|>assistant\n`;
+    const ours = await engine.generate([{ prompt, images: [imgPath], n: 1, maxTokens, temperature: 0 }]);
+    policy.dispose();
+    engine.dispose();
+    const run = (extra: string[]) => execFileSync(cli, ['-m', f.modelPath, '--mmproj', f.mmprojPath, '--image', imgPath, '-p', question,
+      '-n', String(maxTokens), '--temp', '0', '-fa', 'off', '-t', '2', '--seed', '1', ...extra], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const withLora = run(['--lora', join(dir, 'adapter.gguf')]).replace(/^\n/, '');
+    const without = run([]).replace(/^\n/, '');
+    assert.notEqual(withLora.trim(), without.trim(), 'the adapter changes llama-mtmd-cli\'s greedy answer');
+    // Greedy decoding with our adapter in llama.cpp's own CLI gives our engine's tokens.
+    const text = ours.samples[0]![0]!.text;
+    assert.ok(text.length > 0);
+    assert.equal(withLora.slice(0, text.length), text);
+  });
+
+  it('(e) learning sanity: 30 GRPO steps rewarding a chosen token raise its probability; loss, KL and clip fraction stay finite', { timeout: 600_000 }, async () => {
+    const engine = await model.createRollout({ parallel: 8, contextSize: 2048 });
+    const policy = await model.createPolicy({ rank: 8, seed: 5, optimizer: { lr: 2e-2 }, loss: { klCoef: 0.01 } });
+    try {
+      await policy.attach(engine);
+      const req = { ...PROMPT, images: [image] };
+      // The chosen token: the one the untrained model samples most often at temperature 1 among
+      // its top 20, so rewards vary within a group from the start.
+      const probe = await engine.generate([{ ...req, n: 16, maxTokens: 6, topK: 20, seed: 1 }]);
+      const counts = new Map<number, number>();
+      for (const s of probe.samples[0]!) for (const t of s.tokens) counts.set(t, (counts.get(t) ?? 0) + 1);
+      const chosen = [...counts.entries()].sort((a, b) => b[1] - a[1])[0]![0];
+      const meanProb = async (): Promise<number> => {
+        const r = await engine.generate([{ ...req, n: 16, maxTokens: 6, topK: 20, seed: 1234 }]);
+        const ev = await policy.evaluate([{ ...req, samples: r.samples[0]!.map((s) => ({ tokens: s.tokens, advantage: 0 })) }], { loss: { klCoef: 0 } });
+        // Share of sampled positions that are the chosen token.
+        let hits = 0, total = 0;
+        for (const s of r.samples[0]!) for (const t of s.tokens) { hits += t === chosen ? 1 : 0; total++; }
+        void ev;
+        return hits / total;
+      };
+      const before = await meanProb();
+      for (let step = 0; step < 30; step++) {
+        const r = await engine.generate([{ ...req, n: 8, maxTokens: 6, topK: 20, seed: 100 + step }]);
+        const rewards = r.samples[0]!.map((s) => (s.tokens.includes(chosen) ? 1 : 0));
+        const advantages = groupAdvantagesOf(rewards);
+        const res = await policy.step(groupsFromRollout([req], r.samples, [advantages]));
+        for (const v of [res.loss, res.kl, res.clipFraction, res.gradNorm]) assert.ok(Number.isFinite(v), `step ${step}: ${JSON.stringify(res)}`);
+      }
+      const afterP = await meanProb();
+      assert.ok(afterP > before + 0.1, `share of the chosen token: ${before} -> ${afterP}`);
+    } finally {
+      policy.dispose();
+      engine.dispose();
+    }
+  });
+});
+
+/** (r - mean) / (std + 1e-6), unbiased std (VISPLAY.md §4); zeros for a constant group. */
+function groupAdvantagesOf(rewards: number[]): number[] {
+  const n = rewards.length;
+  const mean = rewards.reduce((a, b) => a + b, 0) / n;
+  const std = Math.sqrt(rewards.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, n - 1));
+  return rewards.map((r) => (r - mean) / (std + 1e-6));
+}
