@@ -23,6 +23,12 @@ export interface LoadModelOptions {
   imageMaxTokens?: number;
   /** Run mtmd's warm-up encode at load (reserves the vision compute buffer up front). */
   warmup?: boolean;
+  /**
+   * Let llama.cpp repack quantized weights into its faster CPU layouts (default true). Training
+   * reads the weights in place and cannot use that layout: load with false to train on a
+   * quantized model (Q4_0, Q8_0, IQ4_NL, ...); F32/F16/BF16 weights are never repacked.
+   */
+  repackWeights?: boolean;
 }
 
 export interface ModelInfo extends NativeModelInfo {
@@ -64,6 +70,7 @@ export class Model {
     const native = await callNative(() => binding.loadModel({
       modelPath, mmprojPath, gpuLayers, threads, useGpuForVision: true, imageMinTokens, imageMaxTokens,
       warmup: options.warmup ?? false,
+      repackWeights: options.repackWeights === undefined ? true : check.boolean('repackWeights', options.repackWeights),
     }));
     const nativeInfo = native.info();
     const info: ModelInfo = { ...nativeInfo, chatFamily: detectChatFamily(nativeInfo), modelPath, mmprojPath };

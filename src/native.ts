@@ -60,6 +60,7 @@ export interface NativeLoadOptions {
   imageMaxTokens: number;
   /** Run mtmd's warm-up encode at load (reserves the compute buffer for the largest image). */
   warmup: boolean;
+  repackWeights?: boolean;
 }
 
 export interface NativeImage {
@@ -316,6 +317,8 @@ export interface NativeTinyModelConfig {
   chatTemplate: string;
 }
 
+export type QuantizationType = 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k_m';
+
 export interface NativeBinding {
   systemInfo(): string;
   /** 0 = silent ... 4 = debug. Errors are always captured into thrown messages. */
@@ -324,6 +327,8 @@ export interface NativeBinding {
   gpuInfo(): { cudaBuild: boolean; devices: Array<{ name: string; memoryTotal: number; memoryFree: number }> };
   loadModel(options: NativeLoadOptions): Promise<NativeModel>;
   makeTinyModel(config: NativeTinyModelConfig): Promise<void>;
+  /** llama.cpp's quantizer (llama_model_quantize). */
+  quantizeModel(options: { input: string; output: string; type: QuantizationType; threads?: number }): Promise<void>;
   /** Count of live native objects (models, contexts) for lifecycle tests. */
   liveObjects(): { models: number; contexts: number; policies: number };
   /** Group-relative advantages (native/kernels): (r - mean) / (std + eps) per group, unbiased std. */

@@ -11,6 +11,7 @@
 #include "ggml-backend.h"
 #include "llama.h"
 
+#include <cstdio>
 #include <mutex>
 
 namespace visplay {
@@ -117,6 +118,65 @@ Napi::Value make_tiny_model(const Napi::CallbackInfo & info) {
     return promise;
 }
 
+// quantizeModel({ input, output, type, threads }) -> Promise<void>: llama.cpp's own quantizer
+// (llama_model_quantize), for training on quantized base weights and for tests of that path.
+class QuantizeWorker : public Napi::AsyncWorker {
+  public:
+    QuantizeWorker(Napi::Env env, std::string input, std::string output, llama_ftype ftype, int threads)
+        : Napi::AsyncWorker(env, "visplay.quantizeModel"), input_(std::move(input)), output_(std::move(output)), ftype_(ftype), threads_(threads),
+          deferred_(Napi::Promise::Deferred::New(env)) {}
+    Napi::Promise promise() { return deferred_.Promise(); }
+    void Execute() override {
+        clear_captured_log();
+        llama_model_quantize_params p = llama_model_quantize_default_params();
+        p.ftype = ftype_;
+        p.nthread = threads_;
+        const std::string tmp = output_ + ".tmp-quantize";
+        if (llama_model_quantize(input_.c_str(), tmp.c_str(), &p) != 0) {
+            std::remove(tmp.c_str());
+            SetError(coded_message("ERR_MODEL_LOAD", with_log("quantizing " + input_ + " failed")));
+            return;
+        }
+        if (std::rename(tmp.c_str(), output_.c_str()) != 0) SetError(coded_message("ERR_OUTPUT", "cannot write " + output_));
+    }
+    void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+    void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
+
+  private:
+    std::string input_, output_;
+    llama_ftype ftype_;
+    int threads_;
+    Napi::Promise::Deferred deferred_;
+};
+
+Napi::Value quantize_model(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, "ERR_INVALID_ARG", "quantizeModel expects { input, output, type }");
+    Napi::Object o = info[0].As<Napi::Object>();
+    if (!o.Get("input").IsString() || !o.Get("output").IsString() || !o.Get("type").IsString()) {
+        throw_js(env, "ERR_INVALID_ARG", "quantizeModel: input, output and type must be strings");
+    }
+    const std::string type = o.Get("type").As<Napi::String>().Utf8Value();
+    static const std::pair<const char *, llama_ftype> kTypes[] = {
+        {"f16", LLAMA_FTYPE_MOSTLY_F16}, {"bf16", LLAMA_FTYPE_MOSTLY_BF16}, {"q8_0", LLAMA_FTYPE_MOSTLY_Q8_0},
+        {"q4_0", LLAMA_FTYPE_MOSTLY_Q4_0}, {"q4_k_m", LLAMA_FTYPE_MOSTLY_Q4_K_M},
+    };
+    llama_ftype ftype = LLAMA_FTYPE_ALL_F32;
+    bool found = false;
+    for (const auto & [name, ft] : kTypes) {
+        if (type == name) {
+            ftype = ft;
+            found = true;
+        }
+    }
+    if (!found) throw_js(env, "ERR_INVALID_ARG", "quantizeModel: type must be one of f16, bf16, q8_0, q4_0, q4_k_m");
+    const int threads = o.Get("threads").IsNumber() ? o.Get("threads").As<Napi::Number>().Int32Value() : 0;
+    auto * w = new QuantizeWorker(env, o.Get("input").As<Napi::String>().Utf8Value(), o.Get("output").As<Napi::String>().Utf8Value(), ftype, threads);
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
     static std::once_flag backend_once;  // process-wide; the addon may be loaded by several worker threads
     std::call_once(backend_once, [] {
@@ -130,6 +190,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("liveObjects", Napi::Function::New(env, live_objects));
     exports.Set("loadModel", Napi::Function::New(env, load_model));
     exports.Set("makeTinyModel", Napi::Function::New(env, make_tiny_model));
+    exports.Set("quantizeModel", Napi::Function::New(env, quantize_model));
     exports.Set("AddonModel", AddonModel::define(env));
     exports.Set("AddonRolloutContext", define_rollout_context(env));
     exports.Set("AddonPolicy", define_policy(env));

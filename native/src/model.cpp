@@ -52,6 +52,7 @@ std::shared_ptr<ModelState> ModelState::load(const LoadOptions & options) {
 
     llama_model_params mparams = llama_model_default_params();
     mparams.n_gpu_layers = options.gpu_layers;
+    mparams.use_extra_bufts = options.repack;
     state->model = llama_model_load_from_file(options.model_path.c_str(), mparams);
     if (!state->model) {
         throw CodedError("ERR_MODEL_LOAD", with_log("failed to load the language model " + options.model_path));
@@ -156,6 +157,7 @@ Napi::Value load_model(const Napi::CallbackInfo & info) {
     options.model_path = get_string(o, "modelPath");
     options.mmproj_path = get_string(o, "mmprojPath");
     options.gpu_layers = get_int(o, "gpuLayers", 0);
+    options.repack = !o.Has("repackWeights") || o.Get("repackWeights").ToBoolean();
     options.threads = get_int(o, "threads", 0);
     options.use_gpu_for_vision = get_bool(o, "useGpuForVision", true);
     options.image_min_tokens = get_int(o, "imageMinTokens", 0);

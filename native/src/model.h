@@ -34,6 +34,9 @@ struct LoadOptions {
     int image_min_tokens = 0;
     int image_max_tokens = 0;
     bool warmup = false;
+    // llama.cpp repacks some quantized types for faster CPU matmuls (CPU_REPACK buffers); the
+    // trainer cannot read that layout, so a model to train on is loaded with it off.
+    bool repack = true;
 };
 
 struct ModelState {

@@ -9,8 +9,9 @@ import { Model } from '../../src/model.js';
 import { loadBinding } from '../../src/native.js';
 import { groupsFromRollout, type Policy, type TrainGroup } from '../../src/policy.js';
 import { QWEN25VL_CHAT_TEMPLATE } from '../../src/chat.js';
+import { quantizeModel } from '../../src/quantize.js';
 import { TINY_MODEL_CONFIG, vocabularyPath } from '../../src/tiny-model.js';
-import { loadTiny, scratchDir } from './helpers.js';
+import { loadTiny, scratchDir, tinyFiles } from './helpers.js';
 
 const PROMPT = { messages: [{ role: 'user' as const, content: 'Say something.' }] };
 const GROUPS: TrainGroup[] = [{ ...PROMPT, samples: [{ tokens: [1, 2, 3], advantage: 1 }, { tokens: [4, 5], advantage: -1 }] }];
@@ -69,6 +70,27 @@ describe('trainer bad input', () => {
     writeFileSync(join(dir, 'bad.gguf'), 'not a gguf');
     await rejects(model.loadPolicy(dir), 'ERR_FILE_NOT_FOUND', /adapter\.gguf/);
     await stillWorks();
+  });
+
+  it('quantized weights in llama.cpp\'s repacked CPU layout: a clear error naming the fix', async () => {
+    const f = await tinyFiles();
+    const out = join(scratchDir(), 'q4_0.gguf');
+    await quantizeModel(f.modelPath, out, 'q4_0', { threads: 2 });
+    const m = await Model.load({ model: out, mmproj: f.mmprojPath, threads: 2 });
+    try {
+      // Whether llama.cpp repacks depends on the CPU's features (AVX2 and up here); where it did,
+      // training must refuse with the option that avoids it.
+      const repacked = await m.createPolicy({ rank: 2 }).then((p) => { p.dispose(); return false; }, (e) => {
+        assert.ok(isVisplayError(e, 'ERR_UNSUPPORTED_MODEL'), String(e));
+        assert.match(e.message, /CPU_REPACK.*repackWeights: false/);
+        return true;
+      });
+      assert.equal(typeof repacked, 'boolean');
+    } finally {
+      m.dispose();
+    }
+    await rejects(quantizeModel(f.modelPath, out, 'q3_xs' as never), 'ERR_INVALID_ARG', /type/);
+    await rejects(quantizeModel(join(scratchDir(), 'missing.gguf'), out, 'q8_0'), 'ERR_FILE_NOT_FOUND', /not found/);
   });
 
   it('a non-finite loss: the step is skipped, counted and reported, never applied', async () => {

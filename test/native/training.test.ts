@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { Model } from '../../src/model.js';
 import { groupsFromRollout, type Policy, type TrainGroup } from '../../src/policy.js';
 import type { RolloutEngine } from '../../src/rollout.js';
+import { quantizeModel } from '../../src/quantize.js';
 import { makeTinyModel } from '../../src/tiny-model.js';
 import { TOOLS_DIR, patternPng, scratchDir, tinyFiles } from './helpers.js';
 
@@ -92,6 +93,37 @@ describe('training engine (F32 tiny model)', () => {
     } finally {
       await policy.detach(engine);
       policy.dispose();
+    }
+  });
+
+  it('frozen base weights in any type: Q8_0, Q4_K_M, Q4_0, BF16 logits equal llama_decode\'s and a step trains', { timeout: 300_000 }, async () => {
+    const f = await makeTinyModel({ seed: 1, embeddingType: 'f32' });
+    const dir = scratchDir();
+    const req = { ...PROMPT, images: [image] };
+    const tokens = [100, 2000, 35, 9000, 77];
+    const groups: TrainGroup[] = [{ ...req, samples: [{ tokens, advantage: 1 }, { tokens: [5, 6], advantage: -1 }] }];
+    for (const type of ['q8_0', 'q4_k_m', 'q4_0', 'bf16'] as const) {
+      const path = join(dir, `tiny-${type}.gguf`);
+      await quantizeModel(f.modelPath, path, type, { threads: 2 });
+      // repackWeights: false keeps Q4_0 in the plain layout the backward pass reads.
+      const m = await Model.load({ model: path, mmproj: f.mmprojPath, threads: 2, repackWeights: false });
+      try {
+        const policy = await m.createPolicy({ rank: 4, seed: 1 });
+        await randomizeB(policy, 3);
+        const e = await m.createRollout({ parallel: 1, kvCacheType: 'f32', contextSize: 512 });
+        await policy.attach(e);
+        const V = m.info.vocabSize;
+        const ours = await policy.logits(req, tokens);
+        const ref = await e.scoreLogits(req, tokens);
+        const d = maxRowDiff(ours, ours.length / V - tokens.length - 1, ref, tokens.length, V);
+        assert.ok(d <= 1e-4, `${type}: max |Δ logits| = ${d}`);
+        const before = policy.getTensor('blk.0.attn_q.weight.lora_a');
+        const r = await policy.step(groups, { optimizer: { lr: 1e-2 } });
+        assert.ok(r.applied && Number.isFinite(r.loss) && r.gradNorm > 0, `${type}: ${JSON.stringify(r)}`);
+        assert.notDeepEqual(policy.getTensor('blk.0.attn_q.weight.lora_a'), before, `${type}: A was updated`);
+      } finally {
+        m.dispose();
+      }
     }
   });
 
