@@ -9,6 +9,8 @@ export {
   type StepResult, type TrainGroup, type TrainSample,
 } from './policy.js';
 export { BatchImages, type PromptSpec } from './prompts.js';
+export { groupAdvantages } from './advantages.js';
+export { QUANTIZATION_TYPES, quantizeModel, type QuantizationType } from './quantize.js';
 export { TINY_MODEL_CONFIG, cacheDir, loadTinyModel, makeTinyModel, type MakeTinyModelOptions, type TinyModelFiles } from './tiny-model.js';
 export { ImageCache, loadImage, type DecodedImage, type LoadImageOptions } from './images.js';
 export {

@@ -7,6 +7,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Model } from '../../src/model.js';
+import { groupAdvantages } from '../../src/advantages.js';
 import { groupsFromRollout, type Policy, type TrainGroup } from '../../src/policy.js';
 import type { RolloutEngine } from '../../src/rollout.js';
 import { quantizeModel } from '../../src/quantize.js';
@@ -303,7 +304,7 @@ describe('training engine (F16 tiny model)', () => {
       for (let step = 0; step < 30; step++) {
         const r = await engine.generate([{ ...req, n: 8, maxTokens: 6, topK: 20, seed: 100 + step }]);
         const rewards = r.samples[0]!.map((s) => (s.tokens.includes(chosen) ? 1 : 0));
-        const advantages = groupAdvantagesOf(rewards);
+        const advantages = Array.from(groupAdvantages(rewards, [rewards.length]));
         const res = await policy.step(groupsFromRollout([req], r.samples, [advantages]));
         for (const v of [res.loss, res.kl, res.clipFraction, res.gradNorm]) assert.ok(Number.isFinite(v), `step ${step}: ${JSON.stringify(res)}`);
       }
@@ -315,11 +316,3 @@ describe('training engine (F16 tiny model)', () => {
     }
   });
 });
-
-/** (r - mean) / (std + 1e-6), unbiased std (VISPLAY.md §4); zeros for a constant group. */
-function groupAdvantagesOf(rewards: number[]): number[] {
-  const n = rewards.length;
-  const mean = rewards.reduce((a, b) => a + b, 0) / n;
-  const std = Math.sqrt(rewards.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, n - 1));
-  return rewards.map((r) => (r - mean) / (std + 1e-6));
-}
