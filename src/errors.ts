@@ -36,7 +36,9 @@ export type VisplayErrorCode =
   | 'ERR_CHECKPOINT'
   | 'ERR_COMPUTE'
   | 'ERR_OUT_OF_MEMORY'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  // evaluation
+  | 'ERR_JUDGE';
 
 /** Every code, for parsing native messages and for exhaustive tests. */
 export const VISPLAY_ERROR_CODES: readonly VisplayErrorCode[] = [
@@ -45,6 +47,7 @@ export const VISPLAY_ERROR_CODES: readonly VisplayErrorCode[] = [
   'ERR_IMAGE_DECODE', 'ERR_IMAGE_EMPTY', 'ERR_PROMPT_TOO_LONG', 'ERR_DISPOSED', 'ERR_BUSY',
   'ERR_MODEL_LOAD', 'ERR_DECODE', 'ERR_NATIVE', 'ERR_OUTPUT',
   'ERR_UNSUPPORTED_MODEL', 'ERR_CHECKPOINT', 'ERR_COMPUTE', 'ERR_OUT_OF_MEMORY', 'ERR_INTERNAL',
+  'ERR_JUDGE',
 ];
 
 const KNOWN_CODES: ReadonlySet<string> = new Set(VISPLAY_ERROR_CODES);

@@ -33,9 +33,14 @@ struct TokenLoss {
 };
 
 // logp: current policy; old: behaviour policy; ref: reference policy (ignored when kl_coef == 0).
+// Clip fractions count tokens; the caller aggregates them over all tokens of the batch.
 inline TokenLoss grpo_token_loss(double logp, double old, double ref, double advantage, const LossConfig & c) {
     TokenLoss r;
-    const double ratio = std::exp(logp - old);
+    // EasyR1 clamps the log-ratio to ±20 before exp (no gradient beyond).
+    const double log_ratio_raw = logp - old;
+    const double log_ratio = std::clamp(log_ratio_raw, -20.0, 20.0);
+    const double ratio = std::exp(log_ratio);
+    const bool ratio_clamped = log_ratio != log_ratio_raw;
     const double l1 = -advantage * ratio;
     const double clamped = std::clamp(ratio, 1.0 - c.clip_low, 1.0 + c.clip_high);
     const double l2 = -advantage * clamped;
@@ -43,7 +48,7 @@ inline TokenLoss grpo_token_loss(double logp, double old, double ref, double adv
     double pg = r.clipped ? l2 : l1;
     // d l1 / d logp = -A ρ. The clipped branch only wins where ρ is outside the clip range, where
     // its derivative is 0; inside the range both branches are equal and share -A ρ.
-    double dpg = r.clipped ? 0.0 : -advantage * ratio;
+    double dpg = (r.clipped || ratio_clamped) ? 0.0 : -advantage * ratio;
     if (c.dual_clip > 0 && advantage < 0) {
         const double cap = -advantage * c.dual_clip;
         if (cap < pg) {

@@ -180,7 +180,8 @@ LmGraph build_lm_graph(ggml_context * ctx, const LmView & lm, const std::map<con
         cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, lm.rms_eps), L.ffn_norm);
         ggml_tensor * gate = linear(ctx, L.ffn_gate, nullptr, cur, loras, lora_scale);
         ggml_tensor * up = linear(ctx, L.ffn_up, nullptr, cur, loras, lora_scale);
-        ggml_tensor * act = ggml_mul(ctx, ggml_silu(ctx, gate), up);
+        // llama.cpp's own fused op (bitwise the same forward; its split form has a backward).
+        ggml_tensor * act = ggml_swiglu_split(ctx, gate, up);
         x = ggml_add(ctx, x, linear(ctx, L.ffn_down, nullptr, act, loras, lora_scale));
     }
     g.hidden = ggml_mul(ctx, ggml_rms_norm(ctx, x, lm.rms_eps), lm.output_norm);  // [n_embd, R]

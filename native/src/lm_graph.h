@@ -4,8 +4,8 @@
 //
 // llama.cpp's own graph cannot be differentiated (KV cache, flash attention, fused ops without a
 // backward), so this file builds the same computation from ggml ops that all have a backward:
-// RMSNorm, (M-)RoPE, grouped-query attention with an explicit mask and soft_max_ext, SwiGLU as
-// silu * up. The architectures that share this block (qwen2vl, qwen2, llama and MiMo-VL's
+// RMSNorm, (M-)RoPE, grouped-query attention with an explicit mask and soft_max_ext, SwiGLU
+// (split form). The architectures that share this block (qwen2vl, qwen2, llama and MiMo-VL's
 // language model, which is qwen2vl) differ only in which weights exist and the RoPE mode.
 #pragma once
 
