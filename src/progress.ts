@@ -12,6 +12,8 @@ export interface ProgressReporter {
 export interface ProgressOptions {
   /** Where to draw (default process.stderr); tests pass their own. */
   stream?: NodeJS.WritableStream & { isTTY?: boolean };
+  /** What is counted (default 'samples'): 'steps', 'questions', ... */
+  unit?: string;
 }
 
 const NO_PROGRESS: ProgressReporter = { update() {}, stop() {} };
@@ -22,7 +24,7 @@ export function createProgress(label: string, total: number, options: ProgressOp
 
   const bar = new cliProgress.SingleBar({
     stream,
-    format: `${label} [{bar}] {value}/{total} samples | {sampleRate} samples/s | {tokenRate} tok/s | ETA {etaText}`,
+    format: `${label} [{bar}] {value}/{total} ${options.unit ?? 'samples'} | {sampleRate} ${options.unit ?? 'samples'}/s | {tokenRate} tok/s | ETA {etaText}`,
     barCompleteChar: '=',
     barIncompleteChar: ' ',
     barsize: 24,

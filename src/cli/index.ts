@@ -6,10 +6,14 @@ import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { VisplayError } from '../errors.js';
+import { demoCommand } from './demo.js';
+import { evalCommand } from './eval.js';
+import { evolveCommand } from './evolve.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { makeTinyModelCommand } from './make-tiny-model.js';
 import { PROGRAM, formatError } from './report.js';
+import { reportRunCommand } from './report-run.js';
 
 function packageVersion(): string {
   // src/cli/ and dist/cli/ both sit two levels below the package root.
@@ -23,7 +27,11 @@ async function main(): Promise<void> {
     .command(infoCommand)
     .command(generateCommand)
     .command(makeTinyModelCommand)
-    .demandCommand(1, 'name a command: info, generate or make-tiny-model')
+    .command(evolveCommand)
+    .command(demoCommand)
+    .command(reportRunCommand)
+    .command(evalCommand)
+    .demandCommand(1, 'name a command: demo, evolve, eval, report, generate, info or make-tiny-model')
     .strict()
     .strictCommands()
     .recommendCommands()
