@@ -9,8 +9,9 @@ import { describe, it } from 'node:test';
 import { PACKAGE_ROOT } from '../../src/native.js';
 import { writeDemoImages } from '../../src/cli/demo.js';
 import type { EvolveConfig } from '../../src/visplay/config.js';
+import { evalHook } from '../../src/cli/evolve.js';
 import { evolve, resumeEvolve } from '../../src/visplay/loop.js';
-import type { IterationSummary, QuestionRecord, ReasonerRecord, StepMetrics } from '../../src/visplay/records.js';
+import type { EvalSummary, IterationSummary, QuestionRecord, ReasonerRecord, StepMetrics } from '../../src/visplay/records.js';
 import { writeReport } from '../../src/visplay/report/index.js';
 import { scratchDir } from './helpers.js';
 
@@ -111,6 +112,29 @@ describe('evolve on the tiny model', () => {
     const metrics = jsonl<StepMetrics>(join(out, 'metrics.jsonl')).filter((m) => m.role === 'reasoner');
     assert.equal(metrics.length, TINY.reasonerSteps);
     assert.equal(result.iterations[0]!.reasoner.steps, TINY.reasonerSteps);
+  });
+
+  it('--eval: the benchmark is scored before training (iteration 0) and after every iteration, into eval.jsonl and the report', { timeout: 300_000 }, async () => {
+    const images = await imagesDir();
+    const bench = join(scratchDir(), 'bench.jsonl');
+    writeFileSync(bench, [
+      { image: join(images, 'shape-1.png'), question: 'What shape is shown?', options: ['circle', 'square', 'triangle', 'star'], answer: 'A', type: 'multiple choice' },
+      { image: join(images, 'shape-4.png'), question: 'How many circles are there?', answer: '2', type: 'numeric' },
+      { image: join(images, 'shape-2.png'), question: 'Is there a square?', answer: 'yes', type: 'yes/no' },
+    ].map((l) => JSON.stringify(l)).join('\n'));
+    const config = { ...TINY, eval: bench };
+    const out = join(scratchDir(), 'run');
+    await evolve({ images, out, config }, { evaluate: await evalHook(config) });
+    const evals = jsonl<EvalSummary>(join(out, 'eval.jsonl'));
+    assert.deepEqual(evals.map((e) => e.iteration), [0, 1]);
+    for (const e of evals) {
+      assert.equal(e.overall.total, 3);
+      assert.ok(e.overall.accuracy >= 0 && e.overall.accuracy <= 1);
+    }
+    assert.equal(evals[0]!.adapter, '');
+    assert.match(evals[1]!.adapter, /reasoner-1/);
+    const report = await writeReport(out);
+    assert.ok(JSON.stringify(report.report).includes('"accuracy"'));
   });
 
   it('kill -9 at several points, then --resume: the records and adapters equal an uninterrupted run\'s', { timeout: 900_000 }, async () => {
