@@ -179,6 +179,8 @@ export interface NativePolicyOptions {
 }
 
 export interface NativeLossConfig {
+  /** 'grpo' (default) or 'sft': supervised cross-entropy -logp, advantages ignored. */
+  kind?: 'grpo' | 'sft';
   clipLow: number;
   clipHigh: number;
   dualClip: number;

@@ -16,6 +16,11 @@ export const LORA_MODULES = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_g
 export type LoraModule = (typeof LORA_MODULES)[number];
 
 export interface LossOptions {
+  /**
+   * 'grpo' (default): the policy-gradient loss; 'sft': supervised cross-entropy (mean -logp of the
+   * samples' tokens, advantages ignored; set klCoef 0), for pre-training on labeled answers.
+   */
+  kind?: 'grpo' | 'sft';
   /** ρ is clipped to [1 - clipLow, 1 + clipHigh] (default 0.2 / 0.3, the official code's). */
   clipLow?: number;
   clipHigh?: number;
@@ -346,6 +351,7 @@ function lossConfig(o: LossOptions | undefined, base: NativeLossConfig = DEFAULT
   if (o === undefined) return { ...base };
   if (typeof o !== 'object' || o === null) throw new VisplayError('ERR_INVALID_ARG', 'loss options must be an object');
   return {
+    kind: o.kind === undefined ? (base.kind ?? 'grpo') : check.oneOf('loss.kind', o.kind, ['grpo', 'sft'] as const),
     clipLow: o.clipLow === undefined ? base.clipLow : check.number('loss.clipLow', o.clipLow, 0, 1),
     clipHigh: o.clipHigh === undefined ? base.clipHigh : check.number('loss.clipHigh', o.clipHigh, 0, 100),
     dualClip: o.dualClip === undefined ? base.dualClip : check.number('loss.dualClip', o.dualClip, 0, 1e6),

@@ -15,12 +15,17 @@ namespace visplay {
 
 enum class LossAggregation { token_mean, seq_mean_token_mean };
 
+// grpo: the policy-gradient loss below; sft: supervised cross-entropy -logp (advantages ignored),
+// for pre-training on labeled data with the same graph.
+enum class LossKind { grpo, sft };
+
 struct LossConfig {
     double clip_low = 0.2;    // ρ is clipped to [1 - clip_low, 1 + clip_high]
     double clip_high = 0.3;
     double dual_clip = 3.0;   // for A < 0 the loss is capped at -dual_clip * A (0: off)
     double kl_coef = 0.01;    // β of the k3 term to the reference policy (0: no reference pass)
     LossAggregation aggregation = LossAggregation::seq_mean_token_mean;
+    LossKind kind = LossKind::grpo;
 };
 
 struct TokenLoss {
@@ -36,6 +41,12 @@ struct TokenLoss {
 // Clip fractions count tokens; the caller aggregates them over all tokens of the batch.
 inline TokenLoss grpo_token_loss(double logp, double old, double ref, double advantage, const LossConfig & c) {
     TokenLoss r;
+    if (c.kind == LossKind::sft) {
+        r.pg = -logp;  // reported as the loss's main term
+        r.total = -logp;
+        r.dtotal_dlogp = -1.0;
+        return r;
+    }
     // EasyR1 clamps the log-ratio to ±20 before exp (no gradient beyond).
     const double log_ratio_raw = logp - old;
     const double log_ratio = std::clamp(log_ratio_raw, -20.0, 20.0);

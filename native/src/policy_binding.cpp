@@ -77,6 +77,12 @@ LossConfig read_loss(Napi::Env env, const Napi::Value & v) {
     c.clip_high = num(o, "clipHigh", c.clip_high);
     c.dual_clip = num(o, "dualClip", c.dual_clip);
     c.kl_coef = num(o, "klCoef", c.kl_coef);
+    Napi::Value kind = o.Get("kind");
+    if (kind.IsString()) {
+        const std::string k = kind.As<Napi::String>().Utf8Value();
+        if (k == "sft") c.kind = LossKind::sft;
+        else if (k != "grpo") throw_js(env, "ERR_INVALID_ARG", "loss.kind must be 'grpo' or 'sft'");
+    }
     Napi::Value agg = o.Get("aggregation");
     if (agg.IsString()) {
         const std::string a = agg.As<Napi::String>().Utf8Value();
