@@ -7,22 +7,12 @@
 import { parseArgs } from 'node:util';
 import { bleuDistanceMatrix } from '../src/visplay/bleu.js';
 import { clusterLabels } from '../src/visplay/cluster.js';
+import { rng } from '../test/unit/helpers/rng.js';
 
 const { values } = parseArgs({ options: { n: { type: 'string', default: '4096' }, repeats: { type: 'string', default: '3' } } });
 const n = Number(values.n);
 const repeats = Number(values.repeats);
 
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function syntheticQuestions(count: number, perImage: number, seed: number): string[] {
   const random = rng(seed);

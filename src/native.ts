@@ -220,22 +220,31 @@ export interface NativeTrainBatch {
 }
 
 export interface NativeRunStats {
+  /** The aggregated loss: pgLoss + klCoef · kl (SFT: the mean -logp). */
   loss: number;
   pgLoss: number;
+  /** The k3 estimate of KL to the reference policy, aggregated like the loss (0 when klCoef is 0). */
   kl: number;
+  /** Share of tokens where the clipped branch won, and where the dual-clip cap did. */
   clipFraction: number;
   dualClipFraction: number;
+  /** Global gradient norm before clipping. */
   gradNorm: number;
+  /** Learning rate of this step (0 when nothing was applied). */
   lr: number;
   seconds: number;
+  /** Response tokens trained on, and per second of the whole step. */
   tokens: number;
   tokensPerSecond: number;
   sequences: number;
+  /** Rows of the packed graphs (prompts once per group plus responses) and their number. */
   packedRows: number;
   microBatches: number;
   imageEncodes: number;
+  /** Optimizer steps taken by the policy so far, and steps skipped for non-finite values. */
   step: number;
   skippedSteps: number;
+  /** False when the step was skipped (non-finite loss or gradient): nothing was updated. */
   applied: boolean;
   skipReason?: string;
 }

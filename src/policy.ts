@@ -5,7 +5,7 @@ import { VisplayError, callNative, fromNative } from './errors.js';
 import { ImageCache } from './images.js';
 import type { Model } from './model.js';
 import type {
-  NativeLossConfig, NativeOptimizerConfig, NativePolicy, NativePolicyInfo, NativePromptInputs, NativeTrainBatch, NativeTrainGroup,
+  NativeLossConfig, NativeOptimizerConfig, NativePolicy, NativePolicyInfo, NativePromptInputs, NativeRunStats, NativeTrainBatch, NativeTrainGroup,
 } from './native.js';
 import { BatchImages, preparePrompt, type PromptSpec } from './prompts.js';
 import type { RolloutEngine } from './rollout.js';
@@ -81,27 +81,8 @@ export interface TrainGroup extends PromptSpec {
   samples: TrainSample[];
 }
 
-export interface StepResult {
-  loss: number;
-  pgLoss: number;
-  kl: number;
-  clipFraction: number;
-  dualClipFraction: number;
-  gradNorm: number;
-  lr: number;
-  seconds: number;
-  tokens: number;
-  tokensPerSecond: number;
-  sequences: number;
-  packedRows: number;
-  microBatches: number;
-  imageEncodes: number;
-  step: number;
-  skippedSteps: number;
-  /** False when the step was skipped (non-finite loss or gradient): nothing was updated. */
-  applied: boolean;
-  skipReason?: string;
-}
+/** What a step (or an evaluation) reports; see NativeRunStats for each field. */
+export type StepResult = NativeRunStats;
 
 export interface EvaluateResult extends StepResult {
   /** Per sequence (group-major), the current policy's log-probs of its tokens. */

@@ -150,19 +150,7 @@ export class RolloutEngine {
    * (the reference the batched loop's log-probs are tested against).
    */
   score(request: Omit<RolloutRequest, 'n' | 'maxTokens' | 'temperature' | 'topP' | 'topK' | 'seed'>, tokens: readonly number[]): Promise<number[]> {
-    return this.#enqueue(async () => {
-      // Checked here, not only natively: Int32Array.from would silently truncate 1.5 to 1 and wrap
-      // 2 ** 32 + 5 to 5, scoring a token the caller never named.
-      this.#context();
-      const ids = check.arrayOf('tokens', tokens, (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
-      const batch = await this.#prepare([{ ...request, n: 1, maxTokens: 1 }]);
-      const native = this.#context();
-      const req = batch.requests[0]!;
-      const out = await callNative(() => native.score({
-        images: batch.images, prompt: req.prompt, imageIndices: req.images, tokens: Int32Array.from(ids),
-      }));
-      return Array.from(out);
-    });
+    return this.#enqueue(async () => Array.from((await this.#score(request, tokens, false)).logprobs));
   }
 
   /**
@@ -171,17 +159,20 @@ export class RolloutEngine {
    * independent reference the training graph's logits are tested against.
    */
   scoreLogits(request: PromptSpec, tokens: readonly number[]): Promise<Float32Array> {
-    return this.#enqueue(async () => {
-      this.#context();
-      const ids = check.arrayOf('tokens', tokens, (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
-      const batch = await this.#prepare([{ ...request, n: 1, maxTokens: 1 }]);
-      const native = this.#context();
-      const req = batch.requests[0]!;
-      const out = await callNative(() => native.score({
-        images: batch.images, prompt: req.prompt, imageIndices: req.images, tokens: Int32Array.from(ids), returnLogits: true,
-      }));
-      return out.logits;
-    });
+    return this.#enqueue(async () => (await this.#score(request, tokens, true)).logits!);
+  }
+
+  async #score(request: PromptSpec, tokens: readonly number[], returnLogits: boolean): Promise<{ logprobs: Float32Array; logits?: Float32Array }> {
+    // Checked here, not only natively: Int32Array.from would silently truncate 1.5 to 1 and wrap
+    // 2 ** 32 + 5 to 5, scoring a token the caller never named.
+    this.#context();
+    const ids = check.arrayOf('tokens', tokens, (name, v) => check.integer(name, v, 0, this.model.info.vocabSize - 1));
+    const batch = await this.#prepare([{ ...request, n: 1, maxTokens: 1 }]);
+    const native = this.#context();
+    const req = batch.requests[0]!;
+    const input = { images: batch.images, prompt: req.prompt, imageIndices: req.images, tokens: Int32Array.from(ids) };
+    if (returnLogits) return callNative(() => native.score({ ...input, returnLogits: true }));
+    return { logprobs: await callNative(() => native.score(input)) };
   }
 
   /**

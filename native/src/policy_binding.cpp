@@ -212,6 +212,18 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
         return [s] { s->busy = false; };
     }
 
+    // Claims the policy, runs `execute` in a worker thread and resolves with `resolve`; the JS
+    // object stays referenced (and the policy busy) until the worker is done.
+    Napi::Value queue(const Napi::CallbackInfo & info, const std::shared_ptr<PolicyState> & s, const char * name, std::function<void()> execute,
+                      std::function<Napi::Value(Napi::Env)> resolve) {
+        auto release = claim(info.Env(), s);
+        auto * w = new PromiseWorker(info.Env(), name, std::move(execute), std::move(resolve), release);
+        w->keep(info.This().As<Napi::Object>());
+        Napi::Promise p = w->promise();
+        w->Queue();
+        return p;
+    }
+
     Napi::Value run(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
         auto s = state(env);
@@ -222,9 +234,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
         const bool apply = o.Get("apply").ToBoolean();
         const bool grads = o.Get("gradients").ToBoolean();
         auto out = std::make_shared<RunOutputs>();
-        auto release = claim(env, s);
-        auto * w = new PromiseWorker(
-            env, "visplay.policy.run",
+        return queue(info, s, "visplay.policy.run",
             [s, batch = std::move(batch), loss, opt, apply, grads, out] { *out = s->run(batch, loss, opt, apply, grads); },
             [s, out](Napi::Env e) -> Napi::Value {
                 Napi::Object r = js_stats(e, out->stats);
@@ -243,12 +253,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
                     r.Set("gradients", g);
                 }
                 return r;
-            },
-            release);
-        w->keep(info.This().As<Napi::Object>());
-        Napi::Promise p = w->promise();
-        w->Queue();
-        return p;
+            });
     }
 
     Napi::Value prompt_inputs(const Napi::CallbackInfo & info) {
@@ -259,9 +264,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
         std::vector<ImageInput> images = read_images(env, o.Get("images"));
         TrainGroup g = read_group_prompt(env, o, images.size(), "imageIndices");
         auto out = std::make_shared<PromptInputs>();
-        auto release = claim(env, s);
-        auto * w = new PromiseWorker(
-            env, "visplay.policy.promptInputs", [s, images = std::move(images), g, out] { *out = s->prompt_inputs(images, g); },
+        return queue(info, s, "visplay.policy.promptInputs", [s, images = std::move(images), g, out] { *out = s->prompt_inputs(images, g); },
             [s, out](Napi::Env e) -> Napi::Value {
                 Napi::Object r = Napi::Object::New(e);
                 r.Set("tokens", out->n_tokens);
@@ -272,12 +275,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
                 r.Set("positions", pos);
                 r.Set("positionStreams", s->lm().mrope ? 4 : 1);
                 return r;
-            },
-            release);
-        w->keep(info.This().As<Napi::Object>());
-        Napi::Promise p = w->promise();
-        w->Queue();
-        return p;
+            });
     }
 
     Napi::Value logits(const Napi::CallbackInfo & info) {
@@ -289,14 +287,8 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
         TrainGroup g = read_group_prompt(env, o, images.size(), "imageIndices");
         std::vector<int32_t> tokens = read_tokens(env, o.Get("tokens"), s->lm().n_vocab);
         auto out = std::make_shared<std::vector<float>>();
-        auto release = claim(env, s);
-        auto * w = new PromiseWorker(
-            env, "visplay.policy.logits", [s, images = std::move(images), g, tokens, out] { *out = s->logits(images, g, tokens); },
-            [out](Napi::Env e) -> Napi::Value { return js_floats(e, *out); }, release);
-        w->keep(info.This().As<Napi::Object>());
-        Napi::Promise p = w->promise();
-        w->Queue();
-        return p;
+        return queue(info, s, "visplay.policy.logits", [s, images = std::move(images), g, tokens, out] { *out = s->logits(images, g, tokens); },
+            [out](Napi::Env e) -> Napi::Value { return js_floats(e, *out); });
     }
 
     Napi::Value save(const Napi::CallbackInfo & info) {
@@ -305,13 +297,7 @@ class AddonPolicy : public Napi::ObjectWrap<AddonPolicy> {
         if (info.Length() < 1 || !info[0].IsString()) throw_js(env, "ERR_INVALID_ARG", "save expects a folder path");
         const std::string dir = info[0].As<Napi::String>().Utf8Value();
         OptimizerConfig opt = read_optimizer(env, info.Length() > 1 ? info[1] : env.Undefined());
-        auto release = claim(env, s);
-        auto * w = new PromiseWorker(
-            env, "visplay.policy.save", [s, dir, opt] { s->save(dir, opt); }, [](Napi::Env e) -> Napi::Value { return e.Undefined(); }, release);
-        w->keep(info.This().As<Napi::Object>());
-        Napi::Promise p = w->promise();
-        w->Queue();
-        return p;
+        return queue(info, s, "visplay.policy.save", [s, dir, opt] { s->save(dir, opt); }, [](Napi::Env e) -> Napi::Value { return e.Undefined(); });
     }
 
     Napi::Value tensor_names(const Napi::CallbackInfo & info) {

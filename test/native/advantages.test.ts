@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { groupAdvantages, groupAdvantagesReference } from '../../src/advantages.js';
 import { VisplayError } from '../../src/errors.js';
 import { loadBinding } from '../../src/native.js';
+import { rng } from '../unit/helpers/rng.js';
 
 const TOLERANCE = 1e-5;
 
@@ -20,17 +21,6 @@ function binding(): AdvantagesBinding {
   return b as AdvantagesBinding;
 }
 
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);

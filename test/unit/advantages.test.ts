@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { DEFAULT_ADVANTAGE_EPS, groupAdvantages, groupAdvantagesReference } from '../../src/advantages.js';
 import { VisplayError } from '../../src/errors.js';
+import { rng } from './helpers/rng.js';
 
 /** Asserts that `fn` throws ERR_INVALID_ARG with exactly `message`. */
 function throwsInvalid(fn: () => unknown, message: string): void {
@@ -23,17 +24,6 @@ function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol
   }
 }
 
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('groupAdvantagesReference', () => {
   it('matches hand-computed values: [1,2,3] and [10,20]', () => {

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { bleuDistanceMatrix, sentenceBleu, whitespaceTokens } from '../../src/visplay/bleu.js';
+import { rng } from './helpers/rng.js';
 
 const bleu = (hyp: string, ref: string) => sentenceBleu(whitespaceTokens(hyp), whitespaceTokens(ref));
 
@@ -67,17 +68,6 @@ describe('whitespaceTokens', () => {
   });
 });
 
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('bleuDistanceMatrix', () => {
   // 300 texts over a small vocabulary (many shared and repeated k-grams), with empty and equal texts.

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { VisplayError } from '../../src/errors.js';
 import { clusterLabels, clusterSharePenalty } from '../../src/visplay/cluster.js';
+import { rng } from './helpers/rng.js';
 
 function matrix(rows: number[][]): Float64Array {
   return Float64Array.from(rows.flat());
@@ -18,17 +19,6 @@ function partition(labels: ArrayLike<number>): number[][] {
   return [...groups.values()].sort((a, b) => a[0]! - b[0]!);
 }
 
-/** Deterministic uniform [0, 1) (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Textbook average linkage, O(n^3): merge the two clusters with the smallest mean pairwise distance
