@@ -47,6 +47,10 @@ struct ModelState {
     LoadOptions options;
     // mtmd_encode_chunk is not thread-safe; contexts of one model encode one image at a time.
     std::mutex encode_mutex;
+    // The trainer's transposed vocabulary head (policy.cpp), built once and shared by every policy of
+    // this model while any of them lives.
+    std::mutex head_mutex;
+    std::weak_ptr<void> transposed_head;
 
     ~ModelState();
     static std::shared_ptr<ModelState> load(const LoadOptions & options);  // throws CodedError

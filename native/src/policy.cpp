@@ -107,6 +107,8 @@ int graph_size_for(const LmView & lm) { return 4096 + lm.n_layer * 768; }
 
 }  // namespace
 
+std::shared_ptr<TransposedHead> transposed_head(ModelState & model, const LmView & lm);
+
 struct PolicyState::MicroBatch {
     struct Unit {
         int group = 0;
@@ -186,7 +188,7 @@ void PolicyState::init_lora() {
             bases.emplace_back(name, it->second);
         }
     }
-    const size_t n_tensors = bases.size() * 4 + 2;
+    const size_t n_tensors = bases.size() * 4 + 1;
     ggml_init_params p = {ggml_tensor_overhead() * n_tensors, nullptr, true};
     lora_ctx_ = ggml_init(p);
     pairs_.resize(bases.size());
@@ -207,11 +209,6 @@ void PolicyState::init_lora() {
         }
     }
     loss_seed_ = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_F32, 1);
-    // The vocabulary head transposed ([n_vocab, n_embd]) so the head's backward is a plain matmul
-    // (d hidden = W_out^T d logits) instead of ggml's slow out_prod. F32 when it fits in 512 MiB,
-    // which keeps d logits in F32 too; F16 beyond that.
-    const bool head_f32 = static_cast<double>(lm_.n_vocab) * lm_.n_embd * 4 <= 512.0 * 1024 * 1024;
-    output_t_ = ggml_new_tensor_2d(lora_ctx_, head_f32 ? GGML_TYPE_F32 : GGML_TYPE_F16, lm_.n_vocab, lm_.n_embd);
     lora_buf_ = ggml_backend_alloc_ctx_tensors(lora_ctx_, backend_);
     if (!lora_buf_) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the LoRA tensors");
     by_base_.clear();
@@ -234,19 +231,41 @@ void PolicyState::init_lora() {
         adam_v_[i].assign(ggml_nelements(params_[i]), 0.0f);
     }
 
-    std::vector<float> row(lm_.n_embd);
+    output_t_ = transposed_head(*model_, lm_);
+}
+
+TransposedHead::~TransposedHead() {
+    if (buf) ggml_backend_buffer_free(buf);
+    if (ctx) ggml_free(ctx);
+}
+
+// F32 when it fits in 512 MiB, which keeps d logits in F32 too; F16 beyond that (a 3B model's
+// 151,936 x 2048 head: 622 MB in F16).
+std::shared_ptr<TransposedHead> transposed_head(ModelState & model, const LmView & lm) {
+    std::lock_guard<std::mutex> lock(model.head_mutex);
+    if (auto existing = model.transposed_head.lock()) return std::static_pointer_cast<TransposedHead>(existing);
+    auto h = std::make_shared<TransposedHead>();
+    const bool f32 = static_cast<double>(lm.n_vocab) * lm.n_embd * 4 <= 512.0 * 1024 * 1024;
+    ggml_init_params p = {ggml_tensor_overhead(), nullptr, true};
+    h->ctx = ggml_init(p);
+    h->t = ggml_new_tensor_2d(h->ctx, f32 ? GGML_TYPE_F32 : GGML_TYPE_F16, lm.n_vocab, lm.n_embd);
+    h->buf = ggml_backend_alloc_ctx_tensors_from_buft(h->ctx, ggml_backend_cpu_buffer_type());
+    if (!h->buf) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the transposed vocabulary head");
+    std::vector<float> row(lm.n_embd);
     std::vector<uint8_t> scratch;
-    const int64_t V = lm_.n_vocab;
+    const int64_t V = lm.n_vocab;
     for (int64_t v = 0; v < V; ++v) {
-        weight_row(lm_.output, v, row.data(), scratch);
-        if (head_f32) {
-            float * dst = static_cast<float *>(output_t_->data);
-            for (int e = 0; e < lm_.n_embd; ++e) dst[e * V + v] = row[e];
+        weight_row(lm.output, v, row.data(), scratch);
+        if (f32) {
+            float * dst = static_cast<float *>(h->t->data);
+            for (int e = 0; e < lm.n_embd; ++e) dst[e * V + v] = row[e];
         } else {
-            ggml_fp16_t * dst = static_cast<ggml_fp16_t *>(output_t_->data);
-            for (int e = 0; e < lm_.n_embd; ++e) dst[e * V + v] = ggml_fp32_to_fp16(row[e]);
+            ggml_fp16_t * dst = static_cast<ggml_fp16_t *>(h->t->data);
+            for (int e = 0; e < lm.n_embd; ++e) dst[e * V + v] = ggml_fp32_to_fp16(row[e]);
         }
     }
+    model.transposed_head = h;
+    return h;
 }
 
 void PolicyState::sync_adapter() {
@@ -364,7 +383,7 @@ PolicyState::Head & PolicyState::head(int rows) {
     ggml_build_forward_expand(h->g1, h->logits);
     h->dlogits = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, lm_.n_vocab, rows);
     ggml_set_input(h->dlogits);
-    h->dhidden = ggml_mul_mat(ctx, output_t_, h->dlogits);  // [n_embd, rows]
+    h->dhidden = ggml_mul_mat(ctx, output_t_->t, h->dlogits);  // [n_embd, rows]
     ggml_set_output(h->dhidden);
     h->g2 = ggml_new_graph_custom(ctx, 16, false);
     ggml_build_forward_expand(h->g2, h->dhidden);

@@ -38,6 +38,15 @@ namespace visplay {
 
 struct GgmlCtx;
 
+// The vocabulary head transposed, [n_vocab, n_embd], so the head's backward is a plain matmul
+// (d hidden = W_out^T d logits) instead of ggml's slow out_prod. Shared by the policies of a model.
+struct TransposedHead {
+    ggml_context * ctx = nullptr;
+    ggml_backend_buffer_t buf = nullptr;
+    ggml_tensor * t = nullptr;
+    ~TransposedHead();
+};
+
 struct PolicyOptions {
     int rank = 8;
     float alpha = 16.0f;
@@ -173,7 +182,7 @@ class PolicyState {
     std::vector<ggml_tensor *> params_;   // a0, b0, a1, b1, ...
     std::vector<ggml_tensor *> grad_acc_; // same order
     ggml_tensor * loss_seed_ = nullptr;   // scalar 1: d loss / d loss
-    ggml_tensor * output_t_ = nullptr;    // the vocabulary head transposed, [n_vocab, n_embd]
+    std::shared_ptr<TransposedHead> output_t_;
     ggml_gallocr_t trunk_alloc_ = nullptr, head_alloc_ = nullptr, head2_alloc_ = nullptr;
     std::unique_ptr<Head> head_;
     std::vector<std::vector<float>> adam_m_, adam_v_;
