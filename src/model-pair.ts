@@ -53,6 +53,7 @@ export async function inspectLanguageModel(path: string, option = '--model'): Pr
     throw new VisplayError('ERR_NOT_VLM',
       `${file.label} has no ${architecture}.embedding_length; it is not a language model`);
   }
+  checkLanguageModelHeader(file, architecture, embeddingSize);
   return { file, architecture, embeddingSize };
 }
 
@@ -72,6 +73,7 @@ export async function inspectProjector(path: string, option = '--mmproj'): Promi
   }
   const projectorType = metaString(file, 'clip.vision.projector_type') ?? metaString(file, 'clip.projector_type')
     ?? (metaBoolean(file, 'clip.has_qwen2vl_merger') === true ? 'qwen2vl_merger' : null);
+  checkProjectorHeader(file, projectorType);
   return { file, projectorType, projectionDim: metaNumber(file, 'clip.vision.projection_dim') ?? null };
 }
 
@@ -101,4 +103,67 @@ export async function inspectModelPair(modelPath: string, mmprojPath: string): P
 /** The message for a --model given without --mmproj (shared by the CLI and the library). */
 export function missingProjectorMessage(modelPath: string): string {
   return `${describeFile(modelPath, 'model file', '--model')} has no vision encoder; ${MMPROJ_HELP}`;
+}
+
+// ---- header values llama.cpp trusts -----------------------------------------------------------------
+// A few hyperparameters reach llama.cpp's asserts and divisions before it compares them with the
+// tensors, so a damaged or hand-edited header would abort the whole process (found by feeding it
+// edited copies of the tiny model: test/native/hardening-bad-input.test.ts). Each is checked here,
+// against the file's own tensors where they say what the value must be.
+
+/** LLAMA_MAX_LAYERS: llama.cpp asserts 1 <= block_count <= this. */
+const MAX_LAYERS = 512;
+
+function corrupt(file: GgufFile, what: string): VisplayError {
+  return new VisplayError('ERR_GGUF_CORRUPT', `${file.label} is corrupt: ${what}`);
+}
+
+function checkLayers(file: GgufFile, key: string): void {
+  const blocks = metaNumber(file, key);
+  if (blocks !== undefined && !(Number.isInteger(blocks) && blocks >= 1 && blocks <= MAX_LAYERS)) {
+    throw corrupt(file, `${key} is ${blocks}; llama.cpp takes 1 to ${MAX_LAYERS} blocks`);
+  }
+}
+
+function checkLanguageModelHeader(file: GgufFile, architecture: string, embeddingSize: number): void {
+  checkLayers(file, `${architecture}.block_count`);
+  // M-RoPE (qwen2vl): ggml asserts that a section is positive and divides by their sum.
+  const key = `${architecture}.rope.dimension_sections`;
+  const sections = file.metadata.get(key);
+  if (typeof sections !== 'object' || sections.values === null) return;
+  const values = sections.values.map(Number);
+  const heads = file.metadata.get(`${architecture}.attention.head_count`);
+  const rot = file.metadata.get(`${architecture}.rope.dimension_count`);
+  const headWidth = typeof rot === 'number' ? rot : typeof heads === 'number' && heads > 0 ? embeddingSize / heads : Infinity;
+  const sum = values.reduce((a, b) => a + b, 0);
+  if (values.some((v) => !Number.isInteger(v) || v < 0) || values.slice(0, 3).every((v) => v === 0) || sum > headWidth) {
+    throw corrupt(file, `${key} is [${values.join(', ')}]; M-RoPE needs sections of zero or more, not all zero, ` +
+      `adding up to at most the head width ${headWidth}`);
+  }
+}
+
+function checkProjectorHeader(file: GgufFile, projectorType: string | null): void {
+  checkLayers(file, 'clip.vision.block_count');
+  const width = metaNumber(file, 'clip.vision.embedding_length');
+  const heads = metaNumber(file, 'clip.vision.attention.head_count');
+  if (heads !== undefined && width !== undefined && !(Number.isInteger(heads) && heads >= 1 && width % heads === 0 && width / heads >= 4)) {
+    throw corrupt(file, `clip.vision.attention.head_count is ${heads}, which does not split the ${width}-wide embedding into heads of 4 or more values`);
+  }
+  // The patch embedding is a convolution whose kernel is [patch, patch, 3 channels, width].
+  const patchEmbedding = file.tensors.find((t) => t.name === 'v.patch_embd.weight');
+  if (patchEmbedding?.dims.length === 4) {
+    const [kw, kh, , out] = patchEmbedding.dims;
+    const patch = metaNumber(file, 'clip.vision.patch_size');
+    if (patch !== undefined && (kw !== patch || kh !== patch)) {
+      throw corrupt(file, `clip.vision.patch_size is ${patch}, but the tensor v.patch_embd.weight takes ${kw}x${kh} patches`);
+    }
+    if (width !== undefined && out !== width) {
+      throw corrupt(file, `clip.vision.embedding_length is ${width}, but the tensor v.patch_embd.weight makes ${out}-wide embeddings`);
+    }
+  }
+  // Qwen2.5-VL: every n-th block attends fully, the others within windows; llama.cpp's graph needs
+  // at least one windowed block (a pattern of 1 makes none, and it aborts).
+  if (projectorType?.startsWith('qwen2.5vl') && metaNumber(file, 'clip.vision.n_wa_pattern') === 1) {
+    throw corrupt(file, 'clip.vision.n_wa_pattern is 1 (no block attends within windows), which llama.cpp\'s Qwen2.5-VL encoder cannot run');
+  }
 }

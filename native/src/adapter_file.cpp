@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -31,6 +33,20 @@ void fsync_path(const std::string & path, bool directory) {
     const int err = errno;
     ::close(fd);
     if (rc != 0 && !directory) throw CodedError("ERR_OUTPUT", "fsync of " + path + " failed: " + std::strerror(err));
+}
+
+// gguf_write_to_file ignores fclose(), which writes the last buffered bytes: on a full disk it
+// reports success for a truncated file, which write_atomically would then rename into place.
+// Write through our own FILE* and check the final flush and close as well.
+void write_gguf(const gguf_context * g, const std::string & path, const std::string & what) {
+    errno = 0;
+    FILE * f = std::fopen(path.c_str(), "wb");
+    if (!f) throw CodedError("ERR_OUTPUT", "cannot write " + what + " to " + path + ": " + std::strerror(errno));
+    bool ok = gguf_write_to_file_ptr(g, f, false);
+    int err = ok ? 0 : errno;
+    if (std::fflush(f) != 0 && err == 0) err = errno, ok = false;
+    if (std::fclose(f) != 0 && err == 0) err = errno, ok = false;
+    if (!ok) throw CodedError("ERR_OUTPUT", "cannot write " + what + " to " + path + ": " + std::strerror(err != 0 ? err : EIO));
 }
 
 GgufPtr open_gguf(const std::string & path, ggml_context ** data_ctx, const char * what) {
@@ -111,7 +127,7 @@ void write_adapter_file(const std::string & path, const std::string & arch, cons
         gguf_add_tensor(g.get(), lp.b);
     }
     write_atomically(path, [&](const std::string & tmp) {
-        if (!gguf_write_to_file(g.get(), tmp.c_str(), false)) throw CodedError("ERR_OUTPUT", "cannot write the adapter to " + tmp);
+        write_gguf(g.get(), tmp, "the adapter");
     });
 }
 
@@ -205,7 +221,7 @@ void write_optimizer_file(const std::string & path, const OptimizerState & st, c
         }
     }
     write_atomically(path, [&](const std::string & tmp) {
-        if (!gguf_write_to_file(g.get(), tmp.c_str(), false)) throw CodedError("ERR_OUTPUT", "cannot write the optimizer state to " + tmp);
+        write_gguf(g.get(), tmp, "the optimizer state");
     });
 }
 

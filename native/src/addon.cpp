@@ -14,6 +14,9 @@
 #include <cstdio>
 #include <mutex>
 
+// libuv's default loop (the main thread's), exported by the node binary; node_api.h declares the type.
+extern "C" struct uv_loop_s * uv_default_loop(void);
+
 namespace visplay {
 namespace {
 
@@ -184,6 +187,17 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
         llama_backend_init();
     });
     env.SetInstanceData(new AddonData());
+    // The main thread's loop is libuv's default loop; a worker thread's own exit ends only that
+    // thread, so only the main thread's 'exit' stops native work everywhere (see g_exiting).
+    uv_loop_s * loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop == uv_default_loop()) {
+        Napi::Object process = env.Global().Get("process").As<Napi::Object>();
+        auto on_exit = Napi::Function::New(env, [](const Napi::CallbackInfo & info) -> Napi::Value {
+            g_exiting = true;
+            return info.Env().Undefined();
+        }, "visplayStopNativeWork");
+        process.Get("on").As<Napi::Function>().Call(process, {Napi::String::New(env, "exit"), on_exit});
+    }
     exports.Set("systemInfo", Napi::Function::New(env, system_info));
     exports.Set("setLogLevel", Napi::Function::New(env, set_log_level_js));
     exports.Set("gpuInfo", Napi::Function::New(env, gpu_info));

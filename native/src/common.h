@@ -49,6 +49,13 @@ struct AddonData {
 
 inline AddonData & addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
+// Set when the main thread's `process` emits 'exit' (process.exit() included). Node joins its
+// thread pool before the process ends, so without it process.exit() would wait for every generate
+// or training step in flight to run to its end (minutes on a real model); with it they stop at the
+// next graph node (llama.cpp's and ggml's abort callbacks) or decode step.
+extern std::atomic<bool> g_exiting;
+inline bool exiting_abort_callback(void *) { return g_exiting.load(std::memory_order_relaxed); }
+
 // Live native objects, for lifecycle tests.
 extern std::atomic<int> g_live_models;
 extern std::atomic<int> g_live_contexts;

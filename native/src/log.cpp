@@ -9,6 +9,7 @@
 
 namespace visplay {
 
+std::atomic<bool> g_exiting{false};
 std::atomic<int> g_live_models{0};
 std::atomic<int> g_live_contexts{0};
 

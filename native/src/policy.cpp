@@ -151,6 +151,7 @@ PolicyState::PolicyState(std::shared_ptr<ModelState> model, const PolicyOptions 
     backend_ = ggml_backend_cpu_init();
     if (!backend_) throw CodedError("ERR_OUT_OF_MEMORY", "could not start the ggml CPU backend");
     ggml_backend_cpu_set_n_threads(backend_, n_threads_);
+    ggml_backend_cpu_set_abort_callback(backend_, exiting_abort_callback, nullptr);  // a step in flight stops when the process exits
     trunk_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
     head_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
     head2_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));

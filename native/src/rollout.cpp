@@ -97,6 +97,7 @@ RolloutContextState::RolloutContextState(std::shared_ptr<ModelState> model, cons
     if (!ctx_) throw CodedError("ERR_MODEL_LOAD", with_log("failed to create a llama context of " + std::to_string(options.context_size) + " cells"));
     n_vocab_ = llama_vocab_n_tokens(model_->vocab);
     options_.batch_size = static_cast<int>(p.n_batch);
+    llama_set_abort_callback(ctx_, exiting_abort_callback, nullptr);  // a decode in flight stops when the process exits
     g_live_contexts++;
 }
 
@@ -327,6 +328,7 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
     std::vector<SampledToken> drawn;
 
     while (prog.done < total_samples) {
+        if (g_exiting) throw CodedError("ERR_DISPOSED", "the process is exiting");
         // Fill free slots: first with samples of admitted requests, then by admitting new ones.
         for (;;) {
             bool progressed = false;

@@ -199,6 +199,7 @@ class Run {
     };
     this.log = new JsonlLog(this.out, this.cp.records);
     this.log.truncateToCommitted(existingJsonl(this.out));
+    removeTemporaries(this.out);
     const policyOptions = {
       rank: c.loraRank, alpha: c.loraAlpha, threads,
       loss: { klCoef: c.klCoef, clipLow: c.clipLow, clipHigh: c.clipHigh },
@@ -434,6 +435,18 @@ class Run {
         total: (secs.questioner ?? 0) + (secs.candidates ?? 0) + (secs.reasoner ?? 0),
       },
     };
+  }
+}
+
+/**
+ * Removes the temporary files of writes a crash cut short (run-store's and the native saves'
+ * NAME.tmp-PID, the report's NAME.tmp-PID-RANDOM): nothing reads them, and each crash would leave more.
+ */
+function removeTemporaries(dir: string): void {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) removeTemporaries(path);
+    else if (/\.tmp-\d+(-[0-9a-z]+)?$/.test(entry.name)) rmSync(path, { force: true });
   }
 }
 

@@ -3,7 +3,7 @@
 //   2. JSONL records are appended, and the checkpoint names how many complete lines each file
 //      holds; resuming truncates every file to that count, so lines written after the last
 //      checkpoint (and any half-written line) disappear and are written again identically.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VisplayError } from '../errors.js';
 
@@ -17,7 +17,9 @@ export function writeFileAtomic(path: string, data: string | Buffer): void {
     mkdirSync(dirname(path), { recursive: true });
     const fd = openSync(tmp, 'w');
     try {
-      writeSync(fd, typeof data === 'string' ? Buffer.from(data) : data);
+      // writeFileSync loops until every byte is written; a bare writeSync returns a short count
+      // without throwing when the disk fills, and the truncated file would be renamed into place.
+      writeFileSync(fd, data);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -84,10 +86,13 @@ export class JsonlLog {
     const path = join(this.#dir, name);
     mkdirSync(dirname(path), { recursive: true });
     const fd = openSync(path, 'a');
+    const size = fstatSync(fd).size;
     try {
-      writeSync(fd, records.map((r) => `${JSON.stringify(r)}\n`).join(''));
+      writeFileSync(fd, records.map((r) => `${JSON.stringify(r)}\n`).join(''));  // all of it, or ENOSPC
       fsyncSync(fd);
     } catch (e) {
+      // Drop a partly written line, so a later append cannot glue onto it (a resume would cut it anyway).
+      try { ftruncateSync(fd, size); } catch { /* the checkpoint's line count still rules on resume */ }
       throw new VisplayError('ERR_OUTPUT', `cannot append to ${path}: ${(e as Error).message}`);
     } finally {
       closeSync(fd);
