@@ -22,8 +22,15 @@ if (!existsSync(join(ROOT, 'native', 'vendor', 'llama.cpp', '.visplay-stamp'))) 
   process.exit(1);
 }
 
+// VISPLAY_BUILD_DIR builds elsewhere (e.g. a CUDA build beside the CPU one in build/); the addon is
+// loaded from build/ (src/native.ts), so a build elsewhere is for its executables or for copying.
+const OUT_DIR = process.env.VISPLAY_BUILD_DIR ? resolve(ROOT, process.env.VISPLAY_BUILD_DIR) : BUILD_DIR;
+// With --cuda, CMake reads the architectures from $VISPLAY_CUDA_ARCHITECTURES (default: native with a
+// GPU, else 90) and cuBLAS from the toolkit or a Python wheel (native/cmake/visplay_cuda.cmake).
+const cudaArchs = process.env.VISPLAY_CUDA_ARCHITECTURES;
 const cmakeJs = join(ROOT, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
-const common = ['--directory', join(ROOT, 'native'), '--out', BUILD_DIR, '--parallel', jobs,
+const common = ['--directory', join(ROOT, 'native'), '--out', OUT_DIR, '--parallel', jobs,
+  ...(cuda && cudaArchs ? [`--CDCMAKE_CUDA_ARCHITECTURES=${cudaArchs}`] : []),
   args.has('--debug') ? '--debug' : '--config=Release',
   `--CDVISPLAY_CUDA=${cuda ? 'ON' : 'OFF'}`, '--CDCMAKE_BUILD_TYPE=' + (args.has('--debug') ? 'Debug' : 'Release')];
 // CCACHE_BASEDIR makes ccache's keys relative to the checkout, so a fresh clone in another folder
@@ -37,11 +44,12 @@ function sh(cmd, argv) {
 try {
   sh(process.execPath, [cmakeJs, 'build', ...common, '--target', 'visplay']);
   if (args.has('--tools')) {
-    sh('cmake', ['--build', BUILD_DIR, '--config', 'Release', '--parallel', jobs, '--target', ...TOOL_TARGETS]);
+    sh('cmake', ['--build', OUT_DIR, '--config', 'Release', '--parallel', jobs, '--target', ...TOOL_TARGETS]);
   }
 } catch (e) {
   process.stderr.write(`visplay-native build: the native build failed (${e.message.split('\n')[0]}).\n` +
     'What to do:\n  - check that cmake (>= 3.18) and a C++17 compiler are installed\n' +
-    '  - with --cuda: the CUDA toolkit and cuBLAS must be installed\n  - the full log is above\n');
+    '  - with --cuda: the CUDA toolkit (nvcc) and cuBLAS (toolkit or `pip install nvidia-cublas`, or\n' +
+    '    VISPLAY_CUBLAS_DIR) must be there; the "visplay:" line in the log names what is missing\n  - the full log is above\n');
   process.exit(1);
 }

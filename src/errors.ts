@@ -37,6 +37,7 @@ export type VisplayErrorCode =
   | 'ERR_COMPUTE'
   | 'ERR_OUT_OF_MEMORY'
   | 'ERR_INTERNAL'
+  | 'ERR_GPU_WEIGHTS'
   // evaluation
   | 'ERR_JUDGE';
 
@@ -47,7 +48,7 @@ export const VISPLAY_ERROR_CODES: readonly VisplayErrorCode[] = [
   'ERR_IMAGE_DECODE', 'ERR_IMAGE_EMPTY', 'ERR_PROMPT_TOO_LONG', 'ERR_DISPOSED', 'ERR_BUSY',
   'ERR_MODEL_LOAD', 'ERR_DECODE', 'ERR_NATIVE', 'ERR_OUTPUT',
   'ERR_UNSUPPORTED_MODEL', 'ERR_CHECKPOINT', 'ERR_COMPUTE', 'ERR_OUT_OF_MEMORY', 'ERR_INTERNAL',
-  'ERR_JUDGE',
+  'ERR_GPU_WEIGHTS', 'ERR_JUDGE',
 ];
 
 const KNOWN_CODES: ReadonlySet<string> = new Set(VISPLAY_ERROR_CODES);

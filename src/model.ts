@@ -14,8 +14,14 @@ export interface LoadModelOptions {
   model: string;
   /** Its mmproj GGUF (vision tower + projector), as llama.cpp's converter writes it. */
   mmproj: string;
-  /** Layers offloaded to the GPU on a CUDA build (default: all there are; ignored on CPU builds). */
+  /**
+   * Layers offloaded to the GPU on a CUDA build (default: all there are; ignored on CPU builds).
+   * Rollouts run there; the trainer is CPU-only, so `createPolicy` on a model with GPU layers
+   * fails with ERR_GPU_WEIGHTS: load the model to train with 0.
+   */
   gpuLayers?: number;
+  /** Encode images with the vision tower on the GPU on a CUDA build (default true). */
+  useGpuForVision?: boolean;
   /** CPU threads (default: the machine's available parallelism). */
   threads?: number;
   /** Image token budget per image (default: the projector's own). */
@@ -68,7 +74,8 @@ export class Model {
     await inspectModelPair(modelPath, mmprojPath);
     const binding = loadBinding();
     const native = await callNative(() => binding.loadModel({
-      modelPath, mmprojPath, gpuLayers, threads, useGpuForVision: true, imageMinTokens, imageMaxTokens,
+      modelPath, mmprojPath, gpuLayers, threads, imageMinTokens, imageMaxTokens,
+      useGpuForVision: options.useGpuForVision === undefined ? true : check.boolean('useGpuForVision', options.useGpuForVision),
       warmup: options.warmup ?? false,
       repackWeights: options.repackWeights === undefined ? true : check.boolean('repackWeights', options.repackWeights),
     }));

@@ -45,6 +45,8 @@ export interface NativeModelInfo {
   bosToken: number;
   eosToken: number;
   addBos: boolean;
+  /** Weight tensors llama.cpp put in GPU memory (gpuLayers on a CUDA build); 0 on the CPU. */
+  gpuWeightTensors: number;
   projector: NativeProjectorInfo;
 }
 

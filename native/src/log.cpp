@@ -1,5 +1,5 @@
-// The log bridge (see common.h).
-#include "common.h"
+// The log bridge (see core_common.h).
+#include "core_common.h"
 
 #include "llama.h"
 #include "mtmd-helper.h"

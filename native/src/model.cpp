@@ -1,105 +1,14 @@
-// Model loading, metadata and tokenization (see model.h).
+// The JS model object: async load, metadata, tokenizer, and the factories of contexts and
+// policies (see model.h; the loading itself is model_core.cpp).
 #include "model.h"
 #include "policy.h"
 
 #include "common.h"
 #include "rollout.h"
 
-#include "gguf.h"
-#include "mtmd-helper.h"
-
 #include <algorithm>
-#include <cstring>
-#include <thread>
 
 namespace visplay {
-
-ModelState::~ModelState() {
-    if (mtmd) mtmd_free(mtmd);
-    if (model) llama_model_free(model);
-    g_live_models--;
-}
-
-// Reads what mtmd does not expose (projector type, image and patch size) from the mmproj header.
-static ProjectorInfo read_projector_info(const std::string & path) {
-    ProjectorInfo info;
-    gguf_init_params params = {true, nullptr};
-    gguf_context * g = gguf_init_from_file(path.c_str(), params);
-    if (!g) return info;
-    auto get_u32 = [&](const char * key, int fallback) {
-        const int64_t id = gguf_find_key(g, key);
-        if (id < 0) return fallback;
-        const gguf_type t = gguf_get_kv_type(g, id);
-        if (t == GGUF_TYPE_UINT32) return static_cast<int>(gguf_get_val_u32(g, id));
-        if (t == GGUF_TYPE_INT32) return static_cast<int>(gguf_get_val_i32(g, id));
-        return fallback;
-    };
-    const int64_t pt = gguf_find_key(g, "clip.projector_type");
-    if (pt >= 0 && gguf_get_kv_type(g, pt) == GGUF_TYPE_STRING) info.type = gguf_get_val_str(g, pt);
-    const int64_t vpt = gguf_find_key(g, "clip.vision.projector_type");
-    if (vpt >= 0 && gguf_get_kv_type(g, vpt) == GGUF_TYPE_STRING) info.type = gguf_get_val_str(g, vpt);
-    info.image_size = get_u32("clip.vision.image_size", 0);
-    info.patch_size = get_u32("clip.vision.patch_size", 0);
-    info.embedding_size = get_u32("clip.vision.projection_dim", 0);
-    gguf_free(g);
-    return info;
-}
-
-std::shared_ptr<ModelState> ModelState::load(const LoadOptions & options) {
-    auto state = std::make_shared<ModelState>();
-    g_live_models++;
-    state->options = options;
-
-    llama_model_params mparams = llama_model_default_params();
-    mparams.n_gpu_layers = options.gpu_layers;
-    mparams.use_extra_bufts = options.repack;
-    state->model = llama_model_load_from_file(options.model_path.c_str(), mparams);
-    if (!state->model) {
-        throw CodedError("ERR_MODEL_LOAD", with_log("failed to load the language model " + options.model_path));
-    }
-    state->vocab = llama_model_get_vocab(state->model);
-
-    mtmd_context_params cparams = mtmd_context_params_default();
-    cparams.use_gpu = options.use_gpu_for_vision;
-    cparams.print_timings = false;
-    cparams.n_threads = options.threads > 0 ? options.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    cparams.warmup = options.warmup;
-    if (options.image_min_tokens > 0) cparams.image_min_tokens = options.image_min_tokens;
-    if (options.image_max_tokens > 0) cparams.image_max_tokens = options.image_max_tokens;
-    state->mtmd = mtmd_init_from_file(options.mmproj_path.c_str(), state->model, cparams);
-    if (!state->mtmd) {
-        throw CodedError("ERR_MODEL_LOAD", with_log("failed to load the vision projector " + options.mmproj_path));
-    }
-    if (!mtmd_support_vision(state->mtmd)) {
-        throw CodedError("ERR_NOT_VLM", options.mmproj_path + " has no vision encoder; visplay-native needs a vision-language model");
-    }
-    state->projector = read_projector_info(options.mmproj_path);
-    state->projector.uses_mrope = mtmd_decode_use_mrope(state->mtmd);
-    if (state->projector.embedding_size == 0) state->projector.embedding_size = llama_model_n_embd_inp(state->model);
-    return state;
-}
-
-std::string token_piece(const llama_vocab * vocab, llama_token token, bool special) {
-    char buf[256];
-    int n = llama_token_to_piece(vocab, token, buf, sizeof(buf), 0, special);
-    if (n >= 0) return std::string(buf, n);
-    std::string big(static_cast<size_t>(-n), '\0');
-    n = llama_token_to_piece(vocab, token, big.data(), static_cast<int32_t>(big.size()), 0, special);
-    return n >= 0 ? big.substr(0, n) : std::string();
-}
-
-std::vector<llama_token> tokenize_text(const llama_vocab * vocab, const std::string & text, bool add_special, bool parse_special) {
-    std::vector<llama_token> tokens(text.size() + 8);
-    int n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                           static_cast<int32_t>(tokens.size()), add_special, parse_special);
-    if (n < 0) {
-        tokens.resize(static_cast<size_t>(-n));
-        n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
-                           static_cast<int32_t>(tokens.size()), add_special, parse_special);
-    }
-    tokens.resize(std::max(0, n));
-    return tokens;
-}
 
 // ---- async load ------------------------------------------------------------------------------
 
@@ -254,6 +163,7 @@ Napi::Value AddonModel::info(const Napi::CallbackInfo & info) {
     o.Set("bosToken", llama_vocab_bos(s->vocab));
     o.Set("eosToken", llama_vocab_eos(s->vocab));
     o.Set("addBos", llama_vocab_get_add_bos(s->vocab));
+    o.Set("gpuWeightTensors", s->gpu_weight_tensors);
     Napi::Object p = Napi::Object::New(env);
     p.Set("type", s->projector.type);
     p.Set("embeddingSize", s->projector.embedding_size);
@@ -373,6 +283,13 @@ Napi::Value AddonModel::create_policy(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
     if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, "ERR_INVALID_ARG", "createPolicy expects an options object");
+    if (s->gpu_weight_tensors > 0) {
+        // The trainer's graph reads the frozen weights in place on the CPU backend; device memory
+        // is not addressable there (training on the CUDA backend is not built yet).
+        throw_js(env, "ERR_GPU_WEIGHTS", std::to_string(s->gpu_weight_tensors) +
+                 " weight tensors of this model are in GPU memory, and the trainer runs on the CPU only; load the "
+                 "model with gpuLayers: 0 to train on it (a second Model with GPU layers can serve rollouts)");
+    }
     return visplay::create_policy(env, s, info[0].As<Napi::Object>(), info.This().As<Napi::Object>());
 }
 

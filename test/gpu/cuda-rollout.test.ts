@@ -2,6 +2,7 @@
 // test here is skipped with the reason (CI and most development machines have no GPU).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { VisplayError } from '../../src/errors.js';
 import { Model } from '../../src/model.js';
 import { loadBinding } from '../../src/native.js';
 import { maxAbsDiff, patternPng, tinyFiles } from '../native/helpers.js';
@@ -30,5 +31,23 @@ describe('CUDA rollouts', { skip }, () => {
     const cuda = await run(999);
     assert.deepEqual(cuda.tokens, cpu.tokens);
     assert.ok(maxAbsDiff(cuda.logprobs, cpu.logprobs) <= 2e-2);
+  });
+
+  it('a model with GPU layers serves rollouts but refuses training with ERR_GPU_WEIGHTS', async () => {
+    const f = await tinyFiles();
+    const model = await Model.load({ model: f.modelPath, mmproj: f.mmprojPath, gpuLayers: 999 });
+    try {
+      assert.ok(model.info.gpuWeightTensors > 0);
+      await assert.rejects(model.createPolicy({ rank: 4 }), (e: VisplayError) => e.code === 'ERR_GPU_WEIGHTS' && /gpuLayers: 0/.test(e.message));
+    } finally {
+      model.dispose();
+    }
+    const cpu = await Model.load({ model: f.modelPath, mmproj: f.mmprojPath, gpuLayers: 0 });
+    try {
+      assert.equal(cpu.info.gpuWeightTensors, 0);
+      (await cpu.createPolicy({ rank: 4 })).dispose();
+    } finally {
+      cpu.dispose();
+    }
   });
 });

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Model } from '../../src/model.js';
+import { loadBinding } from '../../src/native.js';
 import { makeTinyModel } from '../../src/tiny-model.js';
 import { loadTiny, scratchDir, tinyFiles } from './helpers.js';
 
@@ -45,6 +46,7 @@ describe('embedded tiny model', () => {
     assert.ok(info.chatTemplate?.includes('<|vision_start|>'));
     assert.ok(info.eogTokens.includes(151645), 'im_end ends generation');
     assert.equal(info.addBos, false);
+    if (!loadBinding().gpuInfo().cudaBuild) assert.equal(info.gpuWeightTensors, 0, 'a CPU build keeps every weight in host memory');
   });
 
   it('tokenizes the Qwen2.5-VL special tokens to their ids', () => {

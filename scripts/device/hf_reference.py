@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""An independent reference on the GPU: a random-weights tiny Qwen2.5-VL made with transformers from a
+config, converted to GGUF by the vendored llama.cpp converter (text model), and its logits from
+transformers (float32, on the GPU) against llama.cpp's (visplay_gpu_test --logits, all layers on
+the GPU, F32 KV cache).
+
+    python3 hf_reference.py --vendor DIR --exe visplay_gpu_test --vocab ggml-vocab-qwen2.gguf --work DIR
+
+DIR (--vendor) holds convert_hf_to_gguf.py, conversion/ and gguf-py/ of the vendored tree. Nothing is
+downloaded: the tokenizer written into the GGUF is the vendored Qwen2 vocabulary (the converter's
+set_vocab is replaced by one that copies it), since only token ids cross between the two sides.
+Prints one JSON line; exits 0 when the logits agree within TOL.
+
+TOL = 1e-3 absolute on logits of |x| ~ 1: both sides run float32 end to end (TF32 matmuls are
+switched off in torch), so they differ by summation order and fast-math intrinsics (~1e-5).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+TOL = 1e-3
+
+
+def vocab_from_gguf(gguf, path):
+    r = gguf.GGUFReader(path)
+    def strings(key):
+        f = r.fields[key]
+        return [bytes(f.parts[i]).decode('utf-8') for i in f.data]
+    tokens = strings('tokenizer.ggml.tokens')
+    merges = strings('tokenizer.ggml.merges')
+    types = [int(x) for x in r.get_field('tokenizer.ggml.token_type').contents()]
+    ids = {k: int(r.get_field(f'tokenizer.ggml.{k}_token_id').contents()) for k in ('eos', 'bos', 'padding')}
+    return tokens, types, merges, ids
+
+
+def make_config(transformers):
+    from transformers import Qwen2_5_VLConfig
+    # head_dim 32 -> 16 rotary pairs = mrope sections 4 + 6 + 6 (text positions are equal in all three)
+    rope = {'rope_type': 'default', 'type': 'mrope', 'mrope_section': [4, 6, 6], 'rope_theta': 1000000.0}
+    text = dict(vocab_size=151936, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
+                rope_theta=1000000.0, tie_word_embeddings=False, hidden_act='silu', use_sliding_window=False,
+                torch_dtype='float32', dtype='float32')
+    vision = dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=96, out_hidden_size=128, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], in_channels=3,
+                  hidden_act='silu')
+    errors = []
+    for rope_key in ('rope_parameters', 'rope_scaling'):
+        try:
+            t = dict(text, **{rope_key: dict(rope)})
+            cfg = Qwen2_5_VLConfig(text_config=t, vision_config=vision, tie_word_embeddings=False,
+                                   image_token_id=151655, video_token_id=151656, vision_start_token_id=151652)
+            return cfg
+        except Exception as e:  # transformers 4 (rope_scaling) vs 5 (rope_parameters)
+            errors.append(f'{rope_key}: {e}')
+    raise RuntimeError('; '.join(errors))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--vendor', required=True)
+    ap.add_argument('--exe', required=True)
+    ap.add_argument('--vocab', required=True)
+    ap.add_argument('--work', required=True)
+    ap.add_argument('--seed', type=int, default=0)
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    sys.path.insert(0, args.vendor)
+    sys.path.insert(1, os.path.join(args.vendor, 'gguf-py'))
+    stage = 'import'
+    result = {'ok': False}
+    t0 = time.time()
+    try:
+        import numpy as np
+        import torch
+        import transformers
+        import gguf
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        result['transformers'] = transformers.__version__
+        result['torch'] = torch.__version__
+
+        stage = 'model'
+        torch.manual_seed(args.seed)
+        from transformers import Qwen2_5_VLForConditionalGeneration
+        cfg = make_config(transformers)
+        model = Qwen2_5_VLForConditionalGeneration(cfg).to(torch.float32)
+        # Default init draws N(0, 0.02) weights and zero biases; give the q/k/v biases values too.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith('bias'):
+                    p.normal_(0.0, 0.02)
+                elif 'norm' in name:
+                    p.uniform_(0.8, 1.2)
+        hf_dir = os.path.join(args.work, 'hf')
+        model.save_pretrained(hf_dir, safe_serialization=True)
+
+        stage = 'convert'
+        import convert_hf_to_gguf as conv
+        from conversion import qwenvl
+        tokens, types, merges, ids = vocab_from_gguf(gguf, args.vocab)
+
+        def set_vocab(self):
+            self.gguf_writer.add_tokenizer_model('gpt2')
+            self.gguf_writer.add_tokenizer_pre('qwen2')
+            self.gguf_writer.add_token_list(tokens)
+            self.gguf_writer.add_token_types(types)
+            self.gguf_writer.add_token_merges(merges)
+            self.gguf_writer.add_eos_token_id(ids['eos'])
+            self.gguf_writer.add_bos_token_id(ids['bos'])
+            self.gguf_writer.add_pad_token_id(ids['padding'])
+        qwenvl.Qwen2VLModel.set_vocab = set_vocab
+        out_gguf = os.path.join(args.work, 'text-f32.gguf')
+        sys.argv = ['convert_hf_to_gguf.py', hf_dir, '--outfile', out_gguf, '--outtype', 'f32']
+        conv.main()
+
+        stage = 'llama.cpp'
+        g = torch.Generator().manual_seed(args.seed + 1)
+        seq = torch.randint(0, 151643, (48,), generator=g).tolist()  # ordinary text tokens
+        logits_file = os.path.join(args.work, 'llama-logits.bin')
+        run = subprocess.run([args.exe, '--logits', out_gguf, '--tokens', ','.join(map(str, seq)), '--out', logits_file],
+                             capture_output=True, text=True, timeout=120)
+        if run.returncode != 0:
+            raise RuntimeError(f'visplay_gpu_test --logits failed: {run.stdout[-500:]} {run.stderr[-1500:]}')
+        ours = np.fromfile(logits_file, dtype=np.float32).reshape(len(seq), -1)
+
+        stage = 'transformers'
+        model = model.to('cuda').eval()
+        with torch.no_grad():
+            ids_t = torch.tensor([seq], device='cuda')
+            ref = model(input_ids=ids_t, attention_mask=torch.ones_like(ids_t)).logits[0].float().cpu().numpy()
+        stage = 'compare'
+        ref = ref[:, :ours.shape[1]]
+        diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
+        lp = lambda x: x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+        lp_diff = np.abs(lp(ours.astype(np.float64)) - lp(ref.astype(np.float64)))
+        result.update(ok=bool(diff.max() <= TOL), tokens=len(seq), n_vocab=int(ours.shape[1]),
+                      max_abs_logit=float(np.abs(ref).max()), max_logit_diff=float(diff.max()),
+                      mean_logit_diff=float(diff.mean()), max_logprob_diff=float(lp_diff.max()),
+                      argmax_equal=bool((ours.argmax(-1) == ref.argmax(-1)).all()), tolerance=TOL)
+    except BaseException as e:  # SystemExit from the converter included
+        result.update(stage=stage, error=f'{type(e).__name__}: {e}'[:2000])
+    result['seconds'] = round(time.time() - t0, 1)
+    print(json.dumps(result))
+    return 0 if result['ok'] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

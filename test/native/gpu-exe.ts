@@ -1,0 +1,39 @@
+// Builds and runs the plain C++ GPU test executable (native/test/gpu_test.cpp) for the native and gpu
+// tiers. The executable prints one JSON object as its last line and exits 0 when every check passes.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../src/native.js';
+
+export interface GpuTestReport {
+  ok: boolean;
+  mode?: 'cpu-vs-gpu' | 'cpu-vs-cpu';
+  device?: string;
+  error?: string;
+  greedy?: { ok: boolean; mismatched_sequences: number; image_changes_answer: boolean; max_logprob_diff: number };
+  score?: { ok: boolean; tokens: number; max_logprob_diff: number; max_logit_diff: number; tolerance: number };
+  image_encodes?: { ok: boolean; distinct_images: number; reference: number; subject: number };
+}
+
+/** Whether the CMake build in `dir` was configured with VISPLAY_CUDA=ON. */
+export function isCudaBuild(dir: string): boolean {
+  const cache = join(dir, 'CMakeCache.txt');
+  return existsSync(cache) && /^VISPLAY_CUDA:BOOL=ON$/m.test(readFileSync(cache, 'utf8'));
+}
+
+/** Builds visplay_gpu_test in an already configured build folder (incremental) and runs it. */
+export function buildAndRunGpuTest(buildDir: string, args: string[]): { report: GpuTestReport; output: string } {
+  const build = spawnSync('cmake', ['--build', buildDir, '--target', 'visplay_gpu_test'], { cwd: PACKAGE_ROOT, encoding: 'utf8' });
+  if (build.status !== 0) throw new Error(`building visplay_gpu_test failed:\n${build.stdout}\n${build.stderr}`);
+  const run = spawnSync(join(buildDir, 'visplay_gpu_test'), args, { cwd: PACKAGE_ROOT, encoding: 'utf8' });
+  const output = `${run.stdout}\n${run.stderr}`;
+  const last = run.stdout.trim().split('\n').at(-1) ?? '';
+  let report: GpuTestReport;
+  try {
+    report = JSON.parse(last) as GpuTestReport;
+  } catch {
+    throw new Error(`visplay_gpu_test printed no JSON report (exit ${run.status}):\n${output}`);
+  }
+  if ((run.status === 0) !== report.ok) throw new Error(`exit status ${run.status} disagrees with the report:\n${output}`);
+  return { report, output };
+}
