@@ -1,9 +1,13 @@
 // The addon's N-API plumbing over core_common.h: JS errors with codes, per-environment data.
+// Sources of the Node-free core (visplay_core) that include this header are compiled with
+// VISPLAY_NODE_FREE and see core_common.h's part only.
 #pragma once
 
-#include <napi.h>
-
 #include "core_common.h"
+
+#ifndef VISPLAY_NODE_FREE
+
+#include <napi.h>
 
 #include <string>
 
@@ -24,3 +28,5 @@ struct AddonData {
 inline AddonData & addon_data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
 }  // namespace visplay
+
+#endif  // VISPLAY_NODE_FREE

@@ -6,7 +6,7 @@
 // listed fastest dimension first, i.e. {in, out} for a Linear of PyTorch shape (out, in).
 #include "tiny_model.h"
 
-#include "core_common.h"
+#include "common.h"
 
 #include "ggml.h"
 #include "gguf.h"

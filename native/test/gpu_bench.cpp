@@ -5,14 +5,15 @@
 //
 //   visplay_gpu_bench --batched-bench build/bin/llama-batched-bench [--vocab V] [--model M --mmproj P]
 //                     [--parallel 1,8,32] [--pp 128] [--tg 64] [--repeats 5] [--threads N] [--cpu]
-//                     [--json FILE]
+//                     [--temperature 1] [--json FILE]
 //
 // Both sides: prompt of pp tokens shared by all sequences (our engine: one request with n = p samples
 // of a prompt evaluated once; batched-bench: -pps), tg tokens generated per sequence (end of text
 // ignored), batch 512, flash attention off, context p * (pp + tg) + 256, all layers on the GPU
 // (-ngl 99; --cpu: both on the CPU). Ours: (generated tokens - p) / generation time (the first token
-// of each sequence comes from the prompt's logits), including sampling at T = 1 from the full
-// vocabulary and each token's log-prob; batched-bench's speed_tg samples nothing. Median of
+// of each sequence comes from the prompt's logits), including sampling from the full vocabulary on
+// the CPU (T = 1 by default; --temperature 0 is greedy) and each token's log-prob (a log-sum-exp over
+// the vocabulary in every case); batched-bench's speed_tg samples nothing. Median of
 // `repeats` runs after one warm-up run, each side.
 #include "core_common.h"
 #include "model_core.h"
@@ -87,6 +88,7 @@ int main(int argc, char ** argv) {
     std::string vocab = VISPLAY_DEFAULT_VOCAB, model_path, mmproj_path, peer_bin, json_path, dir;
     std::vector<int> levels = {1, 8, 32};
     int pp = 128, tg = 64, repeats = 5, threads = 0;
+    float temperature = 1.0f;
     bool cpu = false;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -103,12 +105,13 @@ int main(int argc, char ** argv) {
         else if (a == "--tg") tg = std::atoi(next().c_str());
         else if (a == "--repeats") repeats = std::max(1, std::atoi(next().c_str()));
         else if (a == "--threads") threads = std::atoi(next().c_str());
+        else if (a == "--temperature") temperature = static_cast<float>(std::atof(next().c_str()));
         else if (a == "--json") json_path = next();
         else if (a == "--dir") dir = next();
         else if (a == "--cpu") cpu = true;
         else {
             std::fprintf(stderr, "usage: %s --batched-bench PATH [--vocab V] [--model M --mmproj P] [--parallel 1,8,32] "
-                                 "[--pp 128] [--tg 64] [--repeats 5] [--threads N] [--cpu] [--json FILE] [--dir DIR]\n", argv[0]);
+                                 "[--pp 128] [--tg 64] [--repeats 5] [--threads N] [--temperature T] [--cpu] [--json FILE] [--dir DIR]\n", argv[0]);
             return 2;
         }
     }
@@ -187,7 +190,7 @@ int main(int argc, char ** argv) {
             req.prompt = prompt;
             req.n = p;
             req.max_tokens = tg;
-            req.temperature = 1.0f;
+            req.temperature = temperature;
             req.ignore_eos = true;
             for (int r = 0; r <= repeats; ++r) {
                 req.seed = static_cast<uint64_t>(r);
@@ -219,7 +222,8 @@ int main(int argc, char ** argv) {
 
     std::ostringstream js;
     js << "{\"benchmark\":\"gpu-rollouts\",\"device\":\"" << device << "\",\"model\":\"" << model_path << "\",\"pp\":" << pp
-       << ",\"tg\":" << tg << ",\"repeats\":" << repeats << ",\"threads\":" << threads << ",\"rows\":[";
+       << ",\"tg\":" << tg << ",\"repeats\":" << repeats << ",\"threads\":" << threads << ",\"temperature\":" << temperature
+       << ",\"rows\":[";
     for (size_t i = 0; i < rows.size(); ++i) {
         const Row & r = rows[i];
         js << (i ? "," : "") << "{\"parallel\":" << r.parallel << ",\"ours\":{\"median\":" << r.ours.median << ",\"min\":" << r.ours.min
@@ -237,7 +241,8 @@ int main(int argc, char ** argv) {
 
     std::printf("rollout throughput on %s, generated tokens/s (median of %d, [min-max]); prompt %d shared, %d generated\n",
                 device.c_str(), repeats, pp, tg);
-    std::printf("| parallel | visplay-native (T=1 + log-probs) | llama-batched-bench (no sampling) | ratio |\n|---:|---:|---:|---:|\n");
+    std::printf("| parallel | visplay-native (T=%g + log-probs) | llama-batched-bench (no sampling) | ratio |\n|---:|---:|---:|---:|\n",
+                temperature);
     for (const Row & r : rows) {
         char peer[128] = "-", ratio[32] = "-";
         if (r.peer_error.empty()) {

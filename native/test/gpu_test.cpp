@@ -8,27 +8,38 @@
 // tokens as one text sequence with llama.cpp (all layers on the GPU unless --cpu, F32 KV cache, no
 // flash attention) and writes the logits of every position, float32 [n_tokens][n_vocab], to FILE.
 //
-// It writes the embedded tiny VLM (F32 embeddings: every weight F32, so the two sides differ only
-// by summation order and nvcc's fast-math intrinsics, never by F16 rounding) and loads it twice:
+// It writes the embedded tiny VLM (F32 embeddings: every weight F32, so no F16 rounding on either
+// side) and loads it twice:
 //   reference  CPU only (no device at all, not even llama.cpp's offload of large batches)
 //   subject    every layer, the KV cache and the vision projector on the GPU (--cpu, or a machine
 //              without a CUDA device: the CPU again with another thread count, which checks the
 //              harness and that results do not depend on threading)
 // Both use an F32 KV cache and no flash attention (the rollout engines' default). Checks:
 //   (a) greedy (T = 0) rollouts of three image + text prompts (two distinct images, n = 2 each,
-//       32 tokens, end of text ignored) give identical tokens;
+//       32 tokens, end of text ignored): every token the subject chose is the reference's greedy
+//       choice on the same prefix, up to near-ties. A sequence that differs is scored on the
+//       reference (teacher-forced along the subject's own tokens): at each position the subject's
+//       token must be within 2 * tol of the reference's best logit (each side's logits may be off by
+//       tol, so a pair closer than 2 * tol may legitimately swap; after a swap the sequences part);
 //   (b) scoring one prompt + its greedy continuation: per-token log-probs and the full logits rows
-//       agree within kLogitTol (below);
-//   (c) a batch encodes each distinct image exactly once on both sides.
+//       agree within tol;
+//   (c) a batch encodes each distinct image exactly once on both sides;
+//   and, so that tol is known to be small against a real fault, the reference's logits for the same
+//   text with the other image must differ by more than 10 * tol.
 // Prints one JSON object (last line of stdout) and exits 0 when every check passes, 1 otherwise,
 // 2 on a usage or setup error.
 //
-// Tolerance kLogitTol = 1e-3, absolute, on logits and on log-probs: with F32 weights, activations
-// and KV, CPU and GPU compute the same float32 ops in another order (cuBLAS / ggml-cuda reductions
-// against ggml's CPU dot products) and ggml-cuda's -use_fast_math intrinsics (__expf, rsqrtf: a few
-// ulp). Each rounds at ~6e-8 relative; through 2 decoder layers plus the ViT, the logits (|x| <= ~5
-// here) move by ~1e-5. 1e-3 leaves 100x headroom yet catches real faults (a wrong position, mask,
-// image or layer moves logits by 1e-2 or more on this model). CPU vs CPU must agree to 1e-5.
+// Tolerances, absolute, on logits and log-probs (the logits here are |x| <~ 1.2):
+//   CPU vs GPU, 1e-2. Both sides hold F32 weights, activations and KV, but ggml-cuda multiplies F32
+//     matrices in TF32 (10-bit mantissas, unit roundoff u = 2^-11 = 4.9e-4): its cuBLAS handles are
+//     set to CUBLAS_TF32_TENSOR_OP_MATH (ggml-cuda/common.cuh) and its small-batch mmf kernels
+//     (<= 16 columns, every decode step of up to 16 sequences) use TF32 mma. So each matmul's output
+//     carries a relative error of order u; through the ViT and two decoder layers, a few 1e-3 at the
+//     logits (measured on an H200: 1.5e-3 here, 7e-4 on the transformers reference). 1e-2 is 20 u;
+//     swapping the image moves these logits by 0.4 (checked: more than 10 * tol).
+//   CPU vs CPU at another thread count, 1e-5 (the same float32 ops; measured 0).
+// The TF32 rounding also reaches rollout log-probs (GRPO's old-policy log-probs) by ~1e-3 against
+// the CPU trainer's float32 recomputation: small beside the 0.2 / 0.3 clip range, and documented.
 #include "core_common.h"
 #include "model_core.h"
 #include "rollout_core.h"
@@ -60,7 +71,7 @@ using namespace visplay;
 
 namespace {
 
-constexpr double kLogitTol = 1e-3;     // CPU vs GPU (see the header)
+constexpr double kLogitTol = 1e-2;     // CPU vs GPU: TF32 in ggml-cuda's small-batch F32 matmuls (header)
 constexpr double kLogitTolCpu = 1e-5;  // CPU vs CPU with another thread count
 
 struct Args {
@@ -273,31 +284,43 @@ int main(int argc, char ** argv) {
         GenerateStats st_ref, st_sub;
         auto out_ref = ref.ctx->generate(images, reqs, st_ref, nullptr);
         auto out_sub = sub.ctx->generate(images, reqs, st_sub, nullptr);
-        int token_mismatches = 0, first_bad_request = -1, first_bad_pos = -1;
-        double greedy_lp_diff = 0;
+        const int n_vocab = ref.ctx->n_vocab();
+        int exact = 0, differing = 0, swapped_positions = 0, first_bad_request = -1, first_bad_pos = -1;
+        double greedy_lp_diff = 0, worst_gap = 0;
         for (size_t r = 0; r < reqs.size(); ++r) {
             for (size_t i = 0; i < out_ref[r].size(); ++i) {
                 const auto & a = out_ref[r][i].tokens;
                 const auto & b = out_sub[r][i].tokens;
-                if (a != b) {
-                    token_mismatches++;
-                    if (first_bad_request < 0) {
-                        first_bad_request = static_cast<int>(r);
-                        size_t p = 0;
-                        while (p < a.size() && p < b.size() && a[p] == b[p]) ++p;
-                        first_bad_pos = static_cast<int>(p);
-                    }
-                } else {
+                if (a == b) {
+                    exact++;
                     greedy_lp_diff = std::max(greedy_lp_diff, max_abs_diff(out_ref[r][i].logprobs, out_sub[r][i].logprobs));
+                    continue;
+                }
+                differing++;
+                if (first_bad_request < 0) {
+                    first_bad_request = static_cast<int>(r);
+                    size_t p = 0;
+                    while (p < a.size() && p < b.size() && a[p] == b[p]) ++p;
+                    first_bad_pos = static_cast<int>(p);
+                }
+                // Teacher-forced on the reference along the subject's tokens.
+                std::vector<float> lg;
+                ref.ctx->score(images, reqs[r], b, &lg);
+                for (size_t t = 0; t < b.size(); ++t) {
+                    const float * row = lg.data() + t * static_cast<size_t>(n_vocab);
+                    const double best = *std::max_element(row, row + n_vocab);
+                    const double gap = best - row[b[t]];
+                    if (gap > 0) swapped_positions++;
+                    worst_gap = std::max(worst_gap, gap);
                 }
             }
         }
         const bool distinct_answers = out_ref[0][0].tokens != out_ref[2][0].tokens;  // same text, other image
-        const bool a_ok = token_mismatches == 0;
+        const bool a_ok = worst_gap <= 2 * tol && distinct_answers;
         const bool c_ok = st_ref.image_encodes == 2 && st_sub.image_encodes == 2;
 
         // (b) score request 0 with its greedy continuation, logits included
-        std::vector<float> logits_ref, logits_sub;
+        std::vector<float> logits_ref, logits_sub, logits_other_image;
         const auto & cont = out_ref[0][0].tokens;
         auto lp_ref = ref.ctx->score(images, reqs[0], cont, &logits_ref);
         auto lp_sub = sub.ctx->score(images, reqs[0], cont, &logits_sub);
@@ -306,7 +329,13 @@ int main(int argc, char ** argv) {
         double logit_scale = 0;
         for (float x : logits_ref) logit_scale = std::max(logit_scale, std::fabs(static_cast<double>(x)));
         const bool b_ok = lp_diff <= tol && logit_diff <= tol && greedy_lp_diff <= tol;
-        ok = a_ok && b_ok && c_ok;
+        // The size of a real fault: the same text and continuation with the other image.
+        RequestInput other = reqs[0];
+        other.images = {1};
+        ref.ctx->score(images, other, cont, &logits_other_image);
+        const double fault_diff = max_abs_diff(logits_ref, logits_other_image);
+        const bool sensitive = fault_diff > 10 * tol;
+        ok = a_ok && b_ok && c_ok && sensitive;
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
         js << "{\"ok\":" << (ok ? "true" : "false")
@@ -314,12 +343,15 @@ int main(int argc, char ** argv) {
            << ",\"device\":\"" << json_escape(on_gpu ? ggml_backend_dev_description(gpu) : "CPU") << "\""
            << ",\"gpu_weight_tensors\":" << sub.model->gpu_weight_tensors
            << ",\"greedy\":{\"ok\":" << (a_ok ? "true" : "false") << ",\"sequences\":6,\"tokens_each\":32"
-           << ",\"mismatched_sequences\":" << token_mismatches << ",\"first_mismatch_request\":" << first_bad_request
-           << ",\"first_mismatch_position\":" << first_bad_pos << ",\"image_changes_answer\":" << (distinct_answers ? "true" : "false")
-           << ",\"max_logprob_diff\":" << greedy_lp_diff << "}"
+           << ",\"identical_sequences\":" << exact << ",\"differing_sequences\":" << differing
+           << ",\"first_difference_request\":" << first_bad_request << ",\"first_difference_position\":" << first_bad_pos
+           << ",\"positions_not_reference_argmax\":" << swapped_positions << ",\"worst_reference_logit_gap\":" << worst_gap
+           << ",\"near_tie_margin\":" << 2 * tol << ",\"image_changes_answer\":" << (distinct_answers ? "true" : "false")
+           << ",\"max_logprob_diff_identical\":" << greedy_lp_diff << "}"
            << ",\"score\":{\"ok\":" << (b_ok ? "true" : "false") << ",\"tokens\":" << cont.size()
            << ",\"max_logprob_diff\":" << lp_diff << ",\"max_logit_diff\":" << logit_diff
-           << ",\"max_abs_logit\":" << logit_scale << ",\"tolerance\":" << tol << "}"
+           << ",\"max_abs_logit\":" << logit_scale << ",\"tolerance\":" << tol
+           << ",\"other_image_logit_diff\":" << fault_diff << ",\"sensitive\":" << (sensitive ? "true" : "false") << "}"
            << ",\"image_encodes\":{\"ok\":" << (c_ok ? "true" : "false") << ",\"distinct_images\":2"
            << ",\"reference\":" << st_ref.image_encodes << ",\"subject\":" << st_sub.image_encodes << "}"
            << ",\"ms\":{\"reference\":{\"encode\":" << st_ref.encode_ms << ",\"prefill\":" << st_ref.prefill_ms

@@ -7,6 +7,7 @@
 #   3. visplay_gpu_bench with llama-batched-bench (CUDA build, -ngl 99) as the peer, same run
 #   4. if time is left: the transformers reference (hf_reference.py), text-only logits
 # Every step has its own time limit and a failure does not stop the next; the summary is printed last.
+# $OUT gets at most 8 files (what the device tool brings back): log, env and one per step.
 set -u
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-${OUT:-$HERE/gpu-out}}
@@ -30,24 +31,28 @@ print(':'.join(seen))
 PYEOF
 )
 [ -n "$NVLIB" ] && export LD_LIBRARY_PATH=$NVLIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-[ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
+[ -d /usr/local/cuda/lib64 ] && export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64
 BIN=$HERE/bin
 VOCAB=$HERE/vocab/ggml-vocab-qwen2.gguf
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   for b in "$BIN"/*; do echo "== ldd $(basename "$b")"; ldd "$b" | grep -E 'not found|cublas|cudart|cuda\.so' ; done
   uname -a; nproc
 } > "$OUT/env.txt" 2>&1
 say "env: $(head -2 "$OUT/env.txt" | tail -1)"
 
+# GPU_CHECK_STEPS: the steps to run (default all), e.g. "gpu_test gpu_bench" for a rerun.
+SUMMARY=""
+STEPS=${GPU_CHECK_STEPS:-kernels_test kernels_bench gpu_test gpu_bench gpu_bench_greedy hf_reference}
 step() {  # step NAME LIMIT_S OUTFILE CMD...
   local name=$1 limit=$2 file=$3; shift 3
+  case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
   say "-- $name (limit ${limit}s)"
   timeout "$limit" "$@" > "$file" 2>> "$LOG"
   local rc=$?
   say "   $name: exit $rc"
-  echo "$name $rc" >> "$OUT/steps.txt"
+  SUMMARY="$SUMMARY$name $rc"$'\n'
 }
 
 step kernels_test 60 "$OUT/kernels_test.txt" "$BIN/visplay_kernels_test" --require-cuda
@@ -55,6 +60,8 @@ step kernels_bench 90 "$OUT/kernels_bench.txt" "$BIN/visplay_kernels_bench" --re
 step gpu_test 120 "$OUT/gpu_test.json" "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
 step gpu_bench 180 "$OUT/gpu_bench.txt" "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --dir /tmp/visplay-gpu-bench
+step gpu_bench_greedy 180 "$OUT/gpu_bench_greedy.txt" "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
+  --vocab "$VOCAB" --repeats 5 --threads 8 --temperature 0 --dir /tmp/visplay-gpu-bench
 if [ "$(elapsed)" -lt "${HF_DEADLINE_S:-300}" ] && [ -f "$HERE/vendor/convert_hf_to_gguf.py" ]; then
   step hf_reference 150 "$OUT/hf_reference.json" env PYTHONUNBUFFERED=1 "$PY" "$HERE/scripts/device/hf_reference.py" \
     --vendor "$HERE/vendor" --exe "$BIN/visplay_gpu_test" --vocab "$VOCAB" --work /tmp/visplay-hf
@@ -63,10 +70,10 @@ else
 fi
 
 say "== summary"
-cat "$OUT/steps.txt"
+printf '%s' "$SUMMARY" | tee -a "$LOG"
 grep -E '^(cuda|cpu):' "$OUT/kernels_test.txt" 2>/dev/null
-tail -n 12 "$OUT/kernels_bench.txt" 2>/dev/null
+cat "$OUT/kernels_bench.txt" 2>/dev/null
 cat "$OUT/gpu_test.json" 2>/dev/null
-head -n 7 "$OUT/gpu_bench.txt" 2>/dev/null
+head -n 7 "$OUT/gpu_bench.txt" "$OUT/gpu_bench_greedy.txt" 2>/dev/null
 cat "$OUT/hf_reference.json" 2>/dev/null
 say "done"

@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """An independent reference on the GPU: a random-weights tiny Qwen2.5-VL made with transformers from a
-config, converted to GGUF by the vendored llama.cpp converter (text model), and its logits from
-transformers (float32, on the GPU) against llama.cpp's (visplay_gpu_test --logits, all layers on
-the GPU, F32 KV cache).
+config, converted to GGUF by the vendored llama.cpp converter (text model), and the logits of one
+text sequence from four computations:
+    ref64     transformers on the CPU in float64: the reference
+    hf32      transformers on the GPU in float32, TF32 off
+    ours_gpu  llama.cpp via visplay_gpu_test --logits, all layers on the GPU, F32 KV cache
+    ours_cpu  the same on the CPU only
 
     python3 hf_reference.py --vendor DIR --exe visplay_gpu_test --vocab ggml-vocab-qwen2.gguf --work DIR
 
 DIR (--vendor) holds convert_hf_to_gguf.py, conversion/ and gguf-py/ of the vendored tree. Nothing is
 downloaded: the tokenizer written into the GGUF is the vendored Qwen2 vocabulary (the converter's
 set_vocab is replaced by one that copies it), since only token ids cross between the two sides.
-Prints one JSON line; exits 0 when the logits agree within TOL.
+Prints one JSON line; exits 0 when ours_cpu is within TOL_CPU and ours_gpu within TOL_GPU of ref64.
 
-TOL = 1e-3 absolute on logits of |x| ~ 1: both sides run float32 end to end (TF32 matmuls are
-switched off in torch), so they differ by summation order and fast-math intrinsics (~1e-5).
+TOL_CPU = 1e-5 absolute on logits of |x| ~ 1.3: float32 against float64, summation order only.
+TOL_GPU = 1e-2: ggml-cuda runs float32 matmuls in TF32 (its cuBLAS handles use
+CUBLAS_TF32_TENSOR_OP_MATH; its small-batch kernels TF32 mma), unit roundoff 2^-11 = 4.9e-4 per
+operand, so a few 1e-4 to 1e-3 at the logits (see native/test/gpu_test.cpp); hf32 has TF32 off.
 """
 import argparse
 import json
@@ -21,7 +26,8 @@ import subprocess
 import sys
 import time
 
-TOL = 1e-3
+TOL_CPU = 1e-5
+TOL_GPU = 1e-2
 
 
 def vocab_from_gguf(gguf, path):
@@ -39,23 +45,25 @@ def vocab_from_gguf(gguf, path):
 def make_config(transformers):
     from transformers import Qwen2_5_VLConfig
     # head_dim 32 -> 16 rotary pairs = mrope sections 4 + 6 + 6 (text positions are equal in all three)
-    rope = {'rope_type': 'default', 'type': 'mrope', 'mrope_section': [4, 6, 6], 'rope_theta': 1000000.0}
     text = dict(vocab_size=151936, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
-                rope_theta=1000000.0, tie_word_embeddings=False, hidden_act='silu', use_sliding_window=False,
-                torch_dtype='float32', dtype='float32')
+                tie_word_embeddings=False, hidden_act='silu', use_sliding_window=False)
     vision = dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=96, out_hidden_size=128, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], in_channels=3,
                   hidden_act='silu')
+    theta = 1000000.0
+    variants = [  # transformers 5 (rope_parameters), then 4 (rope_theta + rope_scaling)
+        dict(rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': [4, 6, 6]}),
+        dict(rope_theta=theta, rope_scaling={'type': 'mrope', 'mrope_section': [4, 6, 6]}),
+        dict(rope_theta=theta, rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': [4, 6, 6]}),
+    ]
     errors = []
-    for rope_key in ('rope_parameters', 'rope_scaling'):
+    for v in variants:
         try:
-            t = dict(text, **{rope_key: dict(rope)})
-            cfg = Qwen2_5_VLConfig(text_config=t, vision_config=vision, tie_word_embeddings=False,
-                                   image_token_id=151655, video_token_id=151656, vision_start_token_id=151652)
-            return cfg
-        except Exception as e:  # transformers 4 (rope_scaling) vs 5 (rope_parameters)
-            errors.append(f'{rope_key}: {e}')
+            return Qwen2_5_VLConfig(text_config=dict(text, **v), vision_config=vision, tie_word_embeddings=False,
+                                    image_token_id=151655, video_token_id=151656, vision_start_token_id=151652)
+        except Exception as e:
+            errors.append(f'{list(v)}: {e}')
     raise RuntimeError('; '.join(errors))
 
 
@@ -80,6 +88,7 @@ def main():
         import gguf
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        torch.set_float32_matmul_precision('highest')
         result['transformers'] = transformers.__version__
         result['torch'] = torch.__version__
 
@@ -127,20 +136,33 @@ def main():
             raise RuntimeError(f'visplay_gpu_test --logits failed: {run.stdout[-500:]} {run.stderr[-1500:]}')
         ours = np.fromfile(logits_file, dtype=np.float32).reshape(len(seq), -1)
 
+        stage = 'llama.cpp cpu'
+        run = subprocess.run([args.exe, '--logits', out_gguf, '--tokens', ','.join(map(str, seq)), '--out', logits_file + '.cpu', '--cpu'],
+                             capture_output=True, text=True, timeout=120)
+        if run.returncode != 0:
+            raise RuntimeError(f'visplay_gpu_test --logits --cpu failed: {run.stdout[-500:]} {run.stderr[-1500:]}')
+        ours_cpu = np.fromfile(logits_file + '.cpu', dtype=np.float32).reshape(len(seq), -1)
+
         stage = 'transformers'
-        model = model.to('cuda').eval()
+        ids_t = torch.tensor([seq])
         with torch.no_grad():
-            ids_t = torch.tensor([seq], device='cuda')
-            ref = model(input_ids=ids_t, attention_mask=torch.ones_like(ids_t)).logits[0].float().cpu().numpy()
+            model64 = model.to(torch.float64).eval()
+            ref64 = model64(input_ids=ids_t, attention_mask=torch.ones_like(ids_t)).logits[0].cpu().numpy()
+            model32 = model64.to(torch.float32).to('cuda')
+            hf32 = model32(input_ids=ids_t.cuda(), attention_mask=torch.ones_like(ids_t).cuda()).logits[0].float().cpu().numpy()
         stage = 'compare'
-        ref = ref[:, :ours.shape[1]]
-        diff = np.abs(ours.astype(np.float64) - ref.astype(np.float64))
-        lp = lambda x: x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
-        lp_diff = np.abs(lp(ours.astype(np.float64)) - lp(ref.astype(np.float64)))
-        result.update(ok=bool(diff.max() <= TOL), tokens=len(seq), n_vocab=int(ours.shape[1]),
-                      max_abs_logit=float(np.abs(ref).max()), max_logit_diff=float(diff.max()),
-                      mean_logit_diff=float(diff.mean()), max_logprob_diff=float(lp_diff.max()),
-                      argmax_equal=bool((ours.argmax(-1) == ref.argmax(-1)).all()), tolerance=TOL)
+        n = ours.shape[1]
+        ref64, hf32 = ref64[:, :n], hf32[:, :n]
+
+        def stats(x):
+            d = np.abs(x.astype(np.float64) - ref64)
+            return {'max_logit_diff': float(d.max()), 'mean_logit_diff': float(d.mean()),
+                    'argmax_equal': bool((x.argmax(-1) == ref64.argmax(-1)).all())}
+        result.update(tokens=len(seq), n_vocab=int(n), max_abs_logit=float(np.abs(ref64).max()),
+                      tolerance={'cpu': TOL_CPU, 'gpu': TOL_GPU},
+                      ours_gpu=stats(ours), ours_cpu=stats(ours_cpu), hf32_gpu=stats(hf32),
+                      ours_gpu_vs_hf32=float(np.abs(ours.astype(np.float64) - hf32).max()))
+        result['ok'] = result['ours_gpu']['max_logit_diff'] <= TOL_GPU and result['ours_cpu']['max_logit_diff'] <= TOL_CPU
     except BaseException as e:  # SystemExit from the converter included
         result.update(stage=stage, error=f'{type(e).__name__}: {e}'[:2000])
     result['seconds'] = round(time.time() - t0, 1)

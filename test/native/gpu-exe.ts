@@ -10,8 +10,8 @@ export interface GpuTestReport {
   mode?: 'cpu-vs-gpu' | 'cpu-vs-cpu';
   device?: string;
   error?: string;
-  greedy?: { ok: boolean; mismatched_sequences: number; image_changes_answer: boolean; max_logprob_diff: number };
-  score?: { ok: boolean; tokens: number; max_logprob_diff: number; max_logit_diff: number; tolerance: number };
+  greedy?: { ok: boolean; identical_sequences: number; differing_sequences: number; worst_reference_logit_gap: number; image_changes_answer: boolean };
+  score?: { ok: boolean; tokens: number; max_logprob_diff: number; max_logit_diff: number; tolerance: number; other_image_logit_diff: number; sensitive: boolean };
   image_encodes?: { ok: boolean; distinct_images: number; reference: number; subject: number };
 }
 
