@@ -7,6 +7,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { VisplayError } from '../errors.js';
 import { benchCommand } from './bench.js';
+import { pretrainCommand, worldCommand } from './world.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { evolveCommand } from './evolve.js';
@@ -33,7 +34,9 @@ async function main(): Promise<void> {
     .command(reportRunCommand)
     .command(evalCommand)
     .command(benchCommand)
-    .demandCommand(1, 'name a command: demo, evolve, eval, report, bench, generate, info or make-tiny-model')
+    .command(worldCommand)
+    .command(pretrainCommand)
+    .demandCommand(1, 'name a command: demo, evolve, eval, report, bench, world, pretrain, generate, info or make-tiny-model')
     .strict()
     .strictCommands()
     .recommendCommands()
