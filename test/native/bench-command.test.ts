@@ -3,35 +3,16 @@
 // image encodes equal the distinct images, whose ratios are ours / peer; the PNG must decode; no
 // llama-server may be left running. Bad options fail in milliseconds, before any model loads.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import type { BenchResult } from '../../src/bench/index.js';
 import { PACKAGE_ROOT } from '../../src/native.js';
+import { runCli } from './evolve-helpers.js';
 import { scratchDir, tinyFiles } from './helpers.js';
 
-interface Run {
-  status: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], timeout: number): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
-      cwd: PACKAGE_ROOT, env: { ...process.env, VISPLAY_DEBUG: '' }, stdio: ['ignore', 'pipe', 'pipe'], timeout,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
-  });
-}
+const cli = (args: string[], timeoutMs: number) => runCli(args, { timeoutMs });
 
 /** Command lines of every live process that runs `name`. */
 function processesNamed(name: string): string[] {
