@@ -7,8 +7,8 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { VisplayError } from '../errors.js';
-import { missingProjectorMessage } from '../gguf.js';
 import * as is from '../validate.js';
+import { parseModelFiles } from './model-args.js';
 
 export interface BenchArgs {
   model?: string;
@@ -40,10 +40,9 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
     .example('$0 bench', 'the full comparison on the tiny model (a few minutes)')
     .example('$0 bench --quick --json --plot bench.png', 'a quick run as JSON, with a chart'),
   handler: async (argv) => {
-    const model = is.optional(argv.model, (v) => is.nonEmptyString('model', v));
-    const mmproj = is.optional(argv.mmproj, (v) => is.nonEmptyString('mmproj', v));
-    if (model !== undefined && mmproj === undefined) throw new VisplayError('ERR_NOT_VLM', missingProjectorMessage(model));
-    if (mmproj !== undefined && model === undefined) throw new VisplayError('ERR_INVALID_ARG', '--mmproj needs the --model it belongs to');
+    const files = parseModelFiles(argv);
+    const model = files?.model;
+    const mmproj = files?.mmproj;
     for (const [flag, path] of [['model', model], ['mmproj', mmproj]] as const) {
       if (path !== undefined && !existsSync(path)) throw new VisplayError('ERR_FILE_NOT_FOUND', `--${flag} ${path} does not exist`);
     }

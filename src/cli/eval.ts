@@ -7,10 +7,10 @@
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { VisplayError } from '../errors.js';
-import { missingProjectorMessage } from '../gguf.js';
 import type { Model } from '../model.js';
 import { createProgress, type ProgressReporter } from '../progress.js';
 import * as is from '../validate.js';
+import { loadModelFiles, parseModelFiles } from './model-args.js';
 import { describeProblems, evaluate, judgeEndpoint, loadBench, policyFolder, type EvalResult } from '../visplay/eval.js';
 import { formatTable, percent } from '../visplay/report/tables.js';
 import { plural } from './format.js';
@@ -115,13 +115,10 @@ export interface EvalSettings {
 }
 
 export function parseEvalArgs(argv: EvalArgs): EvalSettings {
-  const model = is.optional(argv.model, (v) => is.nonEmptyString('model', v));
-  const mmproj = is.optional(argv.mmproj, (v) => is.nonEmptyString('mmproj', v));
-  if (model !== undefined && mmproj === undefined) throw new VisplayError('ERR_NOT_VLM', missingProjectorMessage(model));
-  if (mmproj !== undefined && model === undefined) throw new VisplayError('ERR_INVALID_ARG', '--mmproj needs the --model it belongs to');
+  const files = parseModelFiles(argv);
   return {
     bench: resolve(is.nonEmptyString('bench', argv.bench)),
-    files: model !== undefined && mmproj !== undefined ? { model, mmproj } : null,
+    files,
     lora: is.optional(argv.lora, (v) => is.nonEmptyString('lora', v)),
     judge: is.optional(argv.judge, (v) => is.nonEmptyString('judge', v)),
     judgeModel: is.optional(argv['judge-model'], (v) => is.nonEmptyString('judge-model', v)),
@@ -138,15 +135,8 @@ export function parseEvalArgs(argv: EvalArgs): EvalSettings {
   };
 }
 
-async function loadModel(s: EvalSettings): Promise<Model> {
-  // Imported here: the addon loads only for commands that need it.
-  const load = { threads: s.threads, gpuLayers: s.gpuLayers };
-  if (s.files === null) {
-    const { loadTinyModel } = await import('../tiny-model.js');
-    return loadTinyModel(load);
-  }
-  const { Model } = await import('../model.js');
-  return Model.load({ ...load, model: s.files.model, mmproj: s.files.mmproj });
+function loadModel(s: EvalSettings): Promise<Model> {
+  return loadModelFiles(s.files, { threads: s.threads, gpuLayers: s.gpuLayers });
 }
 
 /** The per-type table and the overall accuracy. */
