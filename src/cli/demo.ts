@@ -58,7 +58,7 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
     .option('out', { type: 'string', describe: 'run folder (default ./visplay-demo, or -2, -3, ... when taken)' })
     .option('json-log', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout' })
     .option('world', { type: 'boolean', default: false, describe: 'the synthetic world instead: pre-train the world model, then VisPlay with zero labels against two controls, scored on a held-out test (about 10 minutes)' })
-    .option('full', { type: 'boolean', default: false, describe: 'with --world: the full experiment (bigger world, 3 seeds; about an hour per seed on 2 cores)' })
+    .option('full', { type: 'boolean', default: false, describe: 'with --world: the full experiment (bigger world, 3 epochs of pre-training, 3 seeds; hours on 2 cores)' })
     .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' }),
   handler: async (argv) => {
     if (argv.world) {

@@ -14,23 +14,34 @@ export interface WorldDemoOptions {
   threads?: number;
 }
 
+export interface WorldSettings {
+  world: WorldOptions;
+  seeds: number[];
+  evolve: Partial<EvolveConfig>;
+  pretrain: ExperimentOptions['pretrain'];
+  evalLimit?: number;
+  evalSamples?: number;
+}
+
 /**
- * The shortened demo (about 10 minutes on 2 cores once the model is pre-trained and cached; the
- * first run pre-trains too) and the full experiment of issue 7. Both keep every arm; the demo has one
- * seed, a smaller world and fewer steps per iteration.
+ * The shortened demo (sized for about 10 minutes on 2 cores, pre-training included: a small
+ * pre-training split, one step per role per iteration, the first 60 test items with 4 samples) and
+ * the full experiment of issue 7. Both keep all three arms and three iterations.
  */
-export const WORLD_DEMO: { world: WorldOptions; seeds: number[]; evolve: Partial<EvolveConfig>; evalLimit?: number; pretrain: ExperimentOptions['pretrain'] } = {
-  world: { pretrain: 2000, pool: 400, test: 500, seed: 0 },
+export const WORLD_DEMO: WorldSettings = {
+  world: { pretrain: 600, pool: 200, test: 500, seed: 0 },
   seeds: [0],
-  evolve: { iterations: 3, questionerSteps: 4, reasonerSteps: 4 },
+  evolve: { iterations: 3, questionerSteps: 1, reasonerSteps: 1, candidateImages: 16 },
   pretrain: { epochs: 1 },
+  evalLimit: 60,
+  evalSamples: 4,
 };
 
-export const WORLD_FULL: typeof WORLD_DEMO = {
+export const WORLD_FULL: WorldSettings = {
   world: { pretrain: 2000, pool: 2000, test: 600, seed: 0 },
   seeds: [0, 1, 2],
   evolve: {},
-  pretrain: { epochs: 1 },
+  pretrain: { epochs: 3 },
 };
 
 export async function runWorldDemo(options: WorldDemoOptions): Promise<void> {
@@ -94,7 +105,8 @@ export async function runWorldDemo(options: WorldDemoOptions): Promise<void> {
   process.once('SIGINT', stop);
   try {
     const summary = await runWorldExperiment({
-      out, worldOptions: settings.world, seeds: settings.seeds, evolve: settings.evolve, evalLimit: settings.evalLimit, pretrain: settings.pretrain,
+      out, worldOptions: settings.world, seeds: settings.seeds, evolve: settings.evolve, evalLimit: settings.evalLimit, evalSamples: settings.evalSamples,
+      pretrain: settings.pretrain,
       threads: options.threads, onEvent, signal: controller.signal,
     });
     bar?.reporter.stop();
