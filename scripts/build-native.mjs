@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds the addon with cmake-js over native/CMakeLists.txt into build/.
-//   --tools     also build the vendored reference tools (llama-mtmd-cli, llama-batched-bench)
+//   --tools     also build the vendored reference tools (llama-mtmd-cli, llama-batched-bench, llama-server)
 //   --cuda      VISPLAY_CUDA=ON (ggml-cuda + our kernels; needs the CUDA toolkit and cuBLAS)
 //   --debug     debug build
 // Environment: VISPLAY_CUDA=1 is the same as --cuda; VISPLAY_BUILD_JOBS sets the parallel jobs.
@@ -15,7 +15,7 @@ const args = new Set(process.argv.slice(2));
 const cuda = args.has('--cuda') || process.env.VISPLAY_CUDA === '1' || process.env.VISPLAY_CUDA === 'ON';
 const jobs = process.env.VISPLAY_BUILD_JOBS || String(Math.max(1, cpus().length));
 export const BUILD_DIR = join(ROOT, 'build');
-export const TOOL_TARGETS = ['llama-mtmd-cli', 'llama-batched-bench'];
+export const TOOL_TARGETS = ['llama-mtmd-cli', 'llama-batched-bench', 'llama-server'];
 
 if (!existsSync(join(ROOT, 'native', 'vendor', 'llama.cpp', '.visplay-stamp'))) {
   process.stderr.write('visplay-native build: native/vendor/llama.cpp is missing; run `npm run setup` first\n');

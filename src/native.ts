@@ -327,6 +327,8 @@ export interface NativeTinyModelConfig {
   imageSize: number;
   patchSize: number;
   embeddingType?: 'f16' | 'f32';
+  /** Std of the output head's rows (default 0.02). */
+  outputStd?: number;
   chatTemplate: string;
 }
 
@@ -342,6 +344,8 @@ export interface NativeBinding {
   makeTinyModel(config: NativeTinyModelConfig): Promise<void>;
   /** llama.cpp's quantizer (llama_model_quantize). */
   quantizeModel(options: { input: string; output: string; type: QuantizationType; threads?: number }): Promise<void>;
+  /** Folds a LoRA adapter into a copy of its base GGUF (F32/F16/BF16 weights); the count of merged weights. */
+  mergeLora(base: string, adapter: string, output: string): Promise<number>;
   /** Count of live native objects (models, contexts) for lifecycle tests. */
   liveObjects(): { models: number; contexts: number; policies: number };
   /** Group-relative advantages (native/kernels): (r - mean) / (std + eps) per group, unbiased std. */

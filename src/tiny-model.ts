@@ -29,7 +29,17 @@ export const TINY_MODEL_CONFIG = {
   patchSize: 14,
 } as const;
 
-export type TinyModelConfig = typeof TINY_MODEL_CONFIG;
+/** The shapes as numbers, plus the output head's init scale (native default 0.02). */
+export type TinyModelConfig = { -readonly [K in keyof typeof TINY_MODEL_CONFIG]: number } & { outputStd?: number };
+
+/**
+ * The world model of issue 7: the tiny model with 4 layers instead of 2 (the vocabulary head, not the
+ * blocks, dominates a step's cost, so depth is cheap) and an output head of std 0.25 instead of 0.02.
+ * At 0.02 behind a unit-weight RMSNorm no logit can pass 0.02 * 128 = 2.6, so sampling stays
+ * near-uniform over 151,936 tokens whatever the blocks learn; at 0.25 a learned direction reaches
+ * logits of ~32 while a random competitor's stay within ~12 (4.3 sd of 0.25 * sqrt(128)).
+ */
+export const WORLD_MODEL_SHAPE: Partial<TinyModelConfig> = { layerCount: 4, outputStd: 0.25 };
 
 export interface TinyModelFiles {
   modelPath: string;
@@ -49,6 +59,8 @@ export interface MakeTinyModelOptions {
    * compare against float32 references without F16 rounding in the head's matmuls.
    */
   embeddingType?: 'f16' | 'f32';
+  /** Shapes to change from TINY_MODEL_CONFIG (e.g. WORLD_MODEL_SHAPE); part of the cache key. */
+  shape?: Partial<TinyModelConfig>;
 }
 
 /** The cache folder: $VISPLAY_CACHE_DIR, else $XDG_CACHE_HOME/visplay-native, else ~/.cache/visplay-native. */
@@ -62,10 +74,25 @@ export function vocabularyPath(): string {
   return join(PACKAGE_ROOT, 'native', 'vendor', 'llama.cpp', 'models', 'ggml-vocab-qwen2.gguf');
 }
 
-function configKey(seed: number, embeddingType: 'f16' | 'f32'): string {
+function configKey(seed: number, config: TinyModelConfig, embeddingType: 'f16' | 'f32'): string {
   const extra = embeddingType === 'f16' ? {} : { embeddingType };  // f16 keys stay as before
-  const h = createHash('sha256').update(JSON.stringify({ v: GENERATOR_VERSION, seed, config: TINY_MODEL_CONFIG, ...extra }));
+  const h = createHash('sha256').update(JSON.stringify({ v: GENERATOR_VERSION, seed, config, ...extra }));
   return h.digest('hex').slice(0, 16);
+}
+
+/** TINY_MODEL_CONFIG with `shape` applied; each value checked (the native writer trusts them). */
+function resolveShape(shape: Partial<TinyModelConfig> | undefined): TinyModelConfig {
+  const config: TinyModelConfig = { ...TINY_MODEL_CONFIG };
+  for (const [key, value] of Object.entries(shape ?? {})) {
+    if (value === undefined) continue;
+    if (key === 'outputStd') config.outputStd = check.number('shape.outputStd', value, 1e-6, 100);
+    else if (key in TINY_MODEL_CONFIG) config[key as keyof typeof TINY_MODEL_CONFIG] = check.integer(`shape.${key}`, value, 1, 1 << 16);
+    else throw check.invalidArg('shape', `only keys of TINY_MODEL_CONFIG or outputStd`, key);
+  }
+  if (config.embeddingSize % config.headCount !== 0 || config.headCount % config.headCountKv !== 0) {
+    throw check.invalidArg('shape', 'embeddingSize divisible by headCount, headCount by headCountKv', shape);
+  }
+  return config;
 }
 
 /**
@@ -76,12 +103,13 @@ function configKey(seed: number, embeddingType: 'f16' | 'f32'): string {
 export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise<TinyModelFiles> {
   const seed = options.seed === undefined ? 1 : check.integer('seed', options.seed, 0, 2 ** 32 - 1);
   const embeddingType = options.embeddingType === undefined ? 'f16' : check.oneOf('embeddingType', options.embeddingType, ['f16', 'f32'] as const);
-  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed, embeddingType)}`);
+  const config = resolveShape(options.shape);
+  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed, config, embeddingType)}`);
   const files = { modelPath: join(dir, 'tiny-qwen2.5-vl.gguf'), mmprojPath: join(dir, 'mmproj-tiny-qwen2.5-vl.gguf') };
   const stamp = join(dir, 'visplay-tiny.json');
-  const wanted = JSON.stringify({ generator: GENERATOR_VERSION, seed, config: TINY_MODEL_CONFIG, ...(embeddingType === 'f16' ? {} : { embeddingType }) });
+  const wanted = JSON.stringify({ generator: GENERATOR_VERSION, seed, config, ...(embeddingType === 'f16' ? {} : { embeddingType }) });
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted && existsSync(files.modelPath) && existsSync(files.mmprojPath)) {
-    return { ...files, seed, config: TINY_MODEL_CONFIG, created: false };
+    return { ...files, seed, config, created: false };
   }
   const vocabPath = vocabularyPath();
   if (!existsSync(vocabPath)) {
@@ -97,7 +125,7 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
   try {
     const binding = loadBinding();
     await callNative(() => binding.makeTinyModel({
-      seed, vocabPath, chatTemplate: QWEN25VL_CHAT_TEMPLATE, ...TINY_MODEL_CONFIG, embeddingType,
+      seed, vocabPath, chatTemplate: QWEN25VL_CHAT_TEMPLATE, ...config, embeddingType,
       modelPath: join(tmp, 'tiny-qwen2.5-vl.gguf'), mmprojPath: join(tmp, 'mmproj-tiny-qwen2.5-vl.gguf'),
     }));
     writeFileSync(join(tmp, 'visplay-tiny.json'), wanted);
@@ -120,12 +148,12 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  return { ...files, seed, config: TINY_MODEL_CONFIG, created: true };
+  return { ...files, seed, config, created: true };
 }
 
 /** Makes (or finds) the tiny model and loads it. */
 export async function loadTinyModel(options: MakeTinyModelOptions & Omit<LoadModelOptions, 'model' | 'mmproj'> = {}): Promise<Model> {
-  const { seed, outDir, embeddingType, ...load } = options;
-  const files = await makeTinyModel({ seed, outDir, embeddingType });
+  const { seed, outDir, embeddingType, shape, ...load } = options;
+  const files = await makeTinyModel({ seed, outDir, embeddingType, shape });
   return Model.load({ ...load, model: files.modelPath, mmproj: files.mmprojPath });
 }

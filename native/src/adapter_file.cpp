@@ -35,20 +35,6 @@ void fsync_path(const std::string & path, bool directory) {
     if (rc != 0 && !directory) throw CodedError("ERR_OUTPUT", "fsync of " + path + " failed: " + std::strerror(err));
 }
 
-// gguf_write_to_file ignores fclose(), which writes the last buffered bytes: on a full disk it
-// reports success for a truncated file, which write_atomically would then rename into place.
-// Write through our own FILE* and check the final flush and close as well.
-void write_gguf(const gguf_context * g, const std::string & path, const std::string & what) {
-    errno = 0;
-    FILE * f = std::fopen(path.c_str(), "wb");
-    if (!f) throw CodedError("ERR_OUTPUT", "cannot write " + what + " to " + path + ": " + std::strerror(errno));
-    bool ok = gguf_write_to_file_ptr(g, f, false);
-    int err = ok ? 0 : errno;
-    if (std::fflush(f) != 0 && err == 0) err = errno, ok = false;
-    if (std::fclose(f) != 0 && err == 0) err = errno, ok = false;
-    if (!ok) throw CodedError("ERR_OUTPUT", "cannot write " + what + " to " + path + ": " + std::strerror(err != 0 ? err : EIO));
-}
-
 GgufPtr open_gguf(const std::string & path, ggml_context ** data_ctx, const char * what) {
     if (!std::filesystem::exists(path)) throw CodedError("ERR_FILE_NOT_FOUND", std::string(what) + " not found: " + path);
     gguf_init_params p = {data_ctx == nullptr, data_ctx};
@@ -83,6 +69,20 @@ void check_fingerprint(gguf_context * g, const std::string & fingerprint, const 
 }
 
 }  // namespace
+
+// gguf_write_to_file ignores fclose(), which writes the last buffered bytes: on a full disk it
+// reports success for a truncated file, which write_atomically would then rename into place.
+// Write through our own FILE* and check the final flush and close as well.
+void write_gguf(const gguf_context * g, const std::string & path, const std::string & what) {
+    errno = 0;
+    FILE * f = std::fopen(path.c_str(), "wb");
+    if (!f) throw CodedError("ERR_OUTPUT", "cannot write " + what + " to " + path + ": " + std::strerror(errno));
+    bool ok = gguf_write_to_file_ptr(g, f, false);
+    int err = ok ? 0 : errno;
+    if (std::fflush(f) != 0 && err == 0) err = errno, ok = false;
+    if (std::fclose(f) != 0 && err == 0) err = errno, ok = false;
+    if (!ok) throw CodedError("ERR_OUTPUT", "cannot write " + what + " to " + path + ": " + std::strerror(err != 0 ? err : EIO));
+}
 
 std::string adapter_fingerprint(const LmView & lm) {
     return lm.arch + ":embd=" + std::to_string(lm.n_embd) + ",layers=" + std::to_string(lm.n_layer) + ",heads=" + std::to_string(lm.n_head) + "/" +

@@ -17,6 +17,7 @@
 #include <vector>
 
 struct llama_adapter_lora;
+struct gguf_context;
 
 namespace visplay {
 
@@ -57,6 +58,10 @@ LoadedOptimizer read_optimizer_file(const std::string & path, const std::string 
 // Copies `pair`'s A/B into a live llama.cpp adapter (whatever backend holds it); false when the
 // adapter has no pair for that base weight.
 bool write_adapter_weight(llama_adapter_lora * adapter, const LoraPair & pair);
+
+// gguf_write_to_file with the final flush and close checked: on a full disk llama.cpp's own version
+// reports success for a truncated file.
+void write_gguf(const gguf_context * g, const std::string & path, const std::string & what);
 
 // Writes via `write(tmp_path)`, fsyncs, renames over `path`, fsyncs the folder.
 void write_atomically(const std::string & path, const std::function<void(const std::string &)> & write);

@@ -8,6 +8,10 @@
 #include "rollout.h"
 #include "tiny_model.h"
 
+namespace visplay {
+Napi::Value merge_lora_js(const Napi::CallbackInfo & info);  // merge_lora.cpp
+}
+
 #include "ggml-backend.h"
 #include "llama.h"
 
@@ -114,6 +118,7 @@ Napi::Value make_tiny_model(const Napi::CallbackInfo & info) {
     c.v_ff = num("visionFeedForwardSize", c.v_ff);
     c.image_size = num("imageSize", c.image_size);
     c.patch_size = num("patchSize", c.patch_size);
+    if (o.Get("outputStd").IsNumber()) c.output_std = o.Get("outputStd").As<Napi::Number>().FloatValue();
     c.f32_embeddings = o.Get("embeddingType").IsString() && o.Get("embeddingType").As<Napi::String>().Utf8Value() == "f32";
     auto * worker = new TinyModelWorker(env, std::move(c));
     Napi::Promise promise = worker->promise();
@@ -205,6 +210,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("loadModel", Napi::Function::New(env, load_model));
     exports.Set("makeTinyModel", Napi::Function::New(env, make_tiny_model));
     exports.Set("quantizeModel", Napi::Function::New(env, quantize_model));
+    exports.Set("mergeLora", Napi::Function::New(env, merge_lora_js));
     exports.Set("AddonModel", AddonModel::define(env));
     exports.Set("AddonRolloutContext", define_rollout_context(env));
     exports.Set("AddonPolicy", define_policy(env));

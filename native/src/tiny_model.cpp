@@ -222,7 +222,7 @@ void write_language_model(const TinyModelConfig & c) {
     const ggml_type embd_type = c.f32_embeddings ? GGML_TYPE_F32 : GGML_TYPE_F16;
     w.add("token_embd.weight", {c.n_embd, n_vocab}, Init::normal, embd_type);
     w.add("output_norm.weight", {c.n_embd}, Init::ones);
-    w.add("output.weight", {c.n_embd, n_vocab}, Init::normal, embd_type);
+    w.add("output.weight", {c.n_embd, n_vocab}, Init::normal, embd_type, c.output_std);
     for (int il = 0; il < c.n_layer; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
         w.add(p + "attn_norm.weight", {c.n_embd}, Init::ones);

@@ -24,6 +24,11 @@ struct TinyModelConfig {
     int n_ff = 384;
     int n_ctx_train = 4096;
     bool f32_embeddings = false;  // token_embd/output in F32 (exact-parity tests) instead of F16
+    // Standard deviation of the output head's rows. At 0.02 behind a unit-weight RMSNorm no logit can
+    // exceed 0.02 * n_embd = 2.6 (|h| = sqrt(n_embd), |w| = 0.02 sqrt(n_embd)), so sampling at T = 1
+    // stays near-uniform over the 151,936 tokens whatever LoRA learns in the blocks. The world model
+    // (issue 7), which is pre-trained to answer, uses a larger head so a trained direction can win.
+    float output_std = 0.02f;
 
     // vision tower (Qwen2.5-VL ViT: RMSNorm, SwiGLU, window attention, 2x2 patch merger)
     int v_embd = 64;

@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import type { CommandModule } from 'yargs';
+import { VisplayError } from '../errors.js';
 import type { EvolveConfig } from '../visplay/config.js';
 import { evolve } from '../visplay/loop.js';
 import { cliHooks, finishRun } from './evolve.js';
@@ -14,6 +15,9 @@ import { cliHooks, finishRun } from './evolve.js';
 export interface DemoArgs {
   out?: string;
   'json-log': boolean;
+  world: boolean;
+  full: boolean;
+  threads?: number;
 }
 
 /** The demo's settings: every phase runs, each as briefly as it can. */
@@ -52,8 +56,17 @@ export const demoCommand: CommandModule<object, DemoArgs> = {
   describe: 'A whole small VisPlay run on the embedded tiny model (under two minutes on two cores)',
   builder: (yargs) => yargs
     .option('out', { type: 'string', describe: 'run folder (default ./visplay-demo, or -2, -3, ... when taken)' })
-    .option('json-log', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout' }),
+    .option('json-log', { type: 'boolean', default: false, describe: 'one JSON event per line on stdout' })
+    .option('world', { type: 'boolean', default: false, describe: 'the synthetic world instead: pre-train the world model, then VisPlay with zero labels against two controls, scored on a held-out test (about 10 minutes)' })
+    .option('full', { type: 'boolean', default: false, describe: 'with --world: the full experiment (bigger world, 3 epochs of pre-training, 3 seeds; hours on 2 cores)' })
+    .option('threads', { type: 'number', describe: 'CPU threads (default: all cores)' }),
   handler: async (argv) => {
+    if (argv.world) {
+      const { runWorldDemo } = await import('./world-demo.js');
+      await runWorldDemo({ out: argv.out, full: argv.full, jsonLog: argv['json-log'], threads: argv.threads });
+      return;
+    }
+    if (argv.full) throw new VisplayError('ERR_INVALID_ARG', '--full applies to --world only');
     const out = freshDir(argv.out ?? 'visplay-demo');
     const images = join(out, 'images');
     await writeDemoImages(images);

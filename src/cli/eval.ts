@@ -7,10 +7,10 @@
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { VisplayError } from '../errors.js';
-import { missingProjectorMessage } from '../gguf.js';
 import type { Model } from '../model.js';
 import { createProgress, type ProgressReporter } from '../progress.js';
 import * as is from '../validate.js';
+import { loadModelFiles, parseModelFiles } from './model-args.js';
 import { describeProblems, evaluate, judgeEndpoint, loadBench, policyFolder, type EvalResult } from '../visplay/eval.js';
 import { formatTable, percent } from '../visplay/report/tables.js';
 import { plural } from './format.js';
@@ -26,6 +26,8 @@ export interface EvalArgs {
   limit?: number;
   parallel?: number;
   'max-tokens'?: number;
+  samples?: number;
+  temperature?: number;
   'context-size'?: number;
   'max-image-pixels'?: number;
   responses: boolean;
@@ -48,6 +50,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     .option('limit', { type: 'number', describe: 'evaluate the first N usable items only' })
     .option('parallel', { type: 'number', describe: 'sequences decoded together (default 8)' })
     .option('max-tokens', { type: 'number', describe: 'most tokens per answer (default 2048)' })
+    .option('samples', { type: 'number', describe: 'answers per item: 1 = greedy (default); N > 1 = N sampled answers each scored (mean@N)' })
+    .option('temperature', { type: 'number', describe: 'sampling temperature with --samples N > 1 (default 1)' })
     .option('context-size', { type: 'number', describe: 'KV cache cells shared by all sequences' })
     .option('max-image-pixels', { type: 'number', describe: 'downscale larger images to this many pixels (e.g. 262144, as evolve does)' })
     .option('responses', { type: 'boolean', default: false, describe: 'with --json: include each item\'s whole response' })
@@ -73,12 +77,12 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
     let result: EvalResult;
     try {
       model = await loadModel(s);
-      const total = Math.min(bench.items.length, s.limit ?? Infinity);
+      const total = Math.min(bench.items.length, s.limit ?? Infinity) * (s.samples ?? 1);
       const bar = createProgress('eval', total, { unit: 'items' });
       progress = bar;
       result = await evaluate(model, bench, {
         lora: s.lora, judge: s.judge, judgeModel: s.judgeModel, judgeTimeoutMs: s.judgeTimeoutMs, judgeApiKey: process.env.VISPLAY_JUDGE_API_KEY || undefined,
-        limit: s.limit, parallel: s.parallel, maxTokens: s.maxTokens, contextSize: s.contextSize, maxImagePixels: s.maxImagePixels,
+        limit: s.limit, parallel: s.parallel, maxTokens: s.maxTokens, samples: s.samples, temperature: s.temperature, contextSize: s.contextSize, maxImagePixels: s.maxImagePixels,
         keepResponses: argv.responses,
         onProgress: (p) => bar.update(p.done, { tokens: p.tokens }),
       });
@@ -102,6 +106,8 @@ export interface EvalSettings {
   limit?: number;
   parallel?: number;
   maxTokens?: number;
+  samples?: number;
+  temperature?: number;
   contextSize?: number;
   maxImagePixels?: number;
   threads?: number;
@@ -109,13 +115,10 @@ export interface EvalSettings {
 }
 
 export function parseEvalArgs(argv: EvalArgs): EvalSettings {
-  const model = is.optional(argv.model, (v) => is.nonEmptyString('model', v));
-  const mmproj = is.optional(argv.mmproj, (v) => is.nonEmptyString('mmproj', v));
-  if (model !== undefined && mmproj === undefined) throw new VisplayError('ERR_NOT_VLM', missingProjectorMessage(model));
-  if (mmproj !== undefined && model === undefined) throw new VisplayError('ERR_INVALID_ARG', '--mmproj needs the --model it belongs to');
+  const files = parseModelFiles(argv);
   return {
     bench: resolve(is.nonEmptyString('bench', argv.bench)),
-    files: model !== undefined && mmproj !== undefined ? { model, mmproj } : null,
+    files,
     lora: is.optional(argv.lora, (v) => is.nonEmptyString('lora', v)),
     judge: is.optional(argv.judge, (v) => is.nonEmptyString('judge', v)),
     judgeModel: is.optional(argv['judge-model'], (v) => is.nonEmptyString('judge-model', v)),
@@ -123,6 +126,8 @@ export function parseEvalArgs(argv: EvalArgs): EvalSettings {
     limit: is.optional(argv.limit, (v) => is.positiveInteger('limit', v)),
     parallel: is.optional(argv.parallel, (v) => is.integer('parallel', v, 1, 128)),
     maxTokens: is.optional(argv['max-tokens'], (v) => is.integer('max-tokens', v, 1, 1 << 20)),
+    samples: is.optional(argv.samples, (v) => is.integer('samples', v, 1, 1024)),
+    temperature: is.optional(argv.temperature, (v) => is.number('temperature', v, 0, 100)),
     contextSize: is.optional(argv['context-size'], (v) => is.integer('context-size', v, 64, 1 << 20)),
     maxImagePixels: is.optional(argv['max-image-pixels'], (v) => is.integer('max-image-pixels', v, 64, 1 << 28)),
     threads: is.optional(argv.threads, (v) => is.integer('threads', v, 1, 1024)),
@@ -130,15 +135,8 @@ export function parseEvalArgs(argv: EvalArgs): EvalSettings {
   };
 }
 
-async function loadModel(s: EvalSettings): Promise<Model> {
-  // Imported here: the addon loads only for commands that need it.
-  const load = { threads: s.threads, gpuLayers: s.gpuLayers };
-  if (s.files === null) {
-    const { loadTinyModel } = await import('../tiny-model.js');
-    return loadTinyModel(load);
-  }
-  const { Model } = await import('../model.js');
-  return Model.load({ ...load, model: s.files.model, mmproj: s.files.mmproj });
+function loadModel(s: EvalSettings): Promise<Model> {
+  return loadModelFiles(s.files, { threads: s.threads, gpuLayers: s.gpuLayers });
 }
 
 /** The per-type table and the overall accuracy. */

@@ -5,13 +5,12 @@
 // models): option values here, image files by decoding them, model files by their GGUF headers.
 import type { CommandModule } from 'yargs';
 import { userTurn, type ChatMessage } from '../chat.js';
-import { VisplayError } from '../errors.js';
-import { missingProjectorMessage } from '../gguf.js';
 import { loadImage } from '../images.js';
 import type { Model } from '../model.js';
 import { createProgress, type ProgressReporter } from '../progress.js';
 import type { RolloutEngine, RolloutResult } from '../rollout.js';
 import * as is from '../validate.js';
+import { loadModelFiles, parseModelFiles } from './model-args.js';
 import { plural } from './format.js';
 
 export interface GenerateArgs {
@@ -82,14 +81,9 @@ export const generateCommand: CommandModule<object, GenerateArgs> = {
 };
 
 export function parseGenerateArgs(argv: GenerateArgs): GenerateSettings {
-  const model = is.optional(argv.model, (v) => is.nonEmptyString('model', v));
-  const mmproj = is.optional(argv.mmproj, (v) => is.nonEmptyString('mmproj', v));
-  if (model !== undefined && mmproj === undefined) throw new VisplayError('ERR_NOT_VLM', missingProjectorMessage(model));
-  if (mmproj !== undefined && model === undefined) {
-    throw new VisplayError('ERR_INVALID_ARG', '--mmproj needs the --model it belongs to');
-  }
+  const files = parseModelFiles(argv);
   return {
-    files: model !== undefined && mmproj !== undefined ? { model, mmproj } : null,
+    files,
     images: is.optional(argv.image, (v) => is.arrayOf('image', v, is.nonEmptyString)) ?? [],
     prompt: is.string('prompt', argv.prompt),
     system: is.optional(argv.system, (v) => is.string('system', v)),
@@ -135,15 +129,8 @@ async function generate(s: GenerateSettings): Promise<RolloutResult> {
   }
 }
 
-async function loadModel(s: GenerateSettings): Promise<Model> {
-  // Imported here, not at the top: the addon loads only for commands that need it.
-  const load = { threads: s.threads, gpuLayers: s.gpuLayers };
-  if (s.files === null) {
-    const { loadTinyModel } = await import('../tiny-model.js');
-    return loadTinyModel(load);
-  }
-  const { Model } = await import('../model.js');
-  return Model.load({ ...load, model: s.files.model, mmproj: s.files.mmproj });
+function loadModel(s: GenerateSettings): Promise<Model> {
+  return loadModelFiles(s.files, { threads: s.threads, gpuLayers: s.gpuLayers });
 }
 
 // ---- output -------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import { readFileSync } from 'node:fs';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { VisplayError } from '../errors.js';
+import { benchCommand } from './bench.js';
+import { pretrainCommand, worldCommand } from './world.js';
 import { demoCommand } from './demo.js';
 import { evalCommand } from './eval.js';
 import { evolveCommand } from './evolve.js';
@@ -31,7 +33,10 @@ async function main(): Promise<void> {
     .command(demoCommand)
     .command(reportRunCommand)
     .command(evalCommand)
-    .demandCommand(1, 'name a command: demo, evolve, eval, report, generate, info or make-tiny-model')
+    .command(benchCommand)
+    .command(worldCommand)
+    .command(pretrainCommand)
+    .demandCommand(1, 'name a command: demo, evolve, eval, report, bench, world, pretrain, generate, info or make-tiny-model')
     .strict()
     .strictCommands()
     .recommendCommands()

@@ -30,6 +30,11 @@ export interface EvolveConfig {
   uncertaintyReward: 'min' | 'r-zero';
   /** The Reasoner's format reward requires <think>...</think> before the box (the official code's). */
   requireThink: boolean;
+  /**
+   * Control experiment: each step's rewards are shuffled across all its samples (both roles) before
+   * the advantages, so the updates keep their size but lose what the rewards said. Default false.
+   */
+  shuffleRewards: boolean;
   loraRank: number;
   loraAlpha: number;
   lr: number;
@@ -75,6 +80,7 @@ export const DEFAULT_EVOLVE_CONFIG: EvolveConfig = {
   band: [0.3, 0.8],
   uncertaintyReward: 'min',
   requireThink: true,
+  shuffleRewards: false,
   loraRank: 16,
   loraAlpha: 32,
   // The official 1e-6 is for full fine-tuning; a LoRA delta starts at zero and is scaled by
@@ -118,6 +124,7 @@ export function resolveConfig(partial: Partial<EvolveConfig>): EvolveConfig {
   if (c.band[0] > c.band[1]) throw new VisplayError('ERR_INVALID_ARG', `band: the low end ${c.band[0]} is above the high end ${c.band[1]}`);
   check.oneOf('uncertaintyReward', c.uncertaintyReward, ['min', 'r-zero'] as const);
   check.boolean('requireThink', c.requireThink);
+  check.boolean('shuffleRewards', c.shuffleRewards);
   check.integer('loraRank', c.loraRank, 1, 4096);
   check.number('loraAlpha', c.loraAlpha, Number.MIN_VALUE, 1e6);
   check.number('lr', c.lr, 0, 10);

@@ -437,6 +437,16 @@ export interface EvaluateOptions {
   contextSize?: number;
   /** Most tokens per answer (default 2048). */
   maxTokens?: number;
+  /**
+   * Answers per item (default 1). With 1 the answer is greedy (temperature 0); with more, each is
+   * sampled at `temperature` and every sample is scored on its own, so accuracy is the mean over
+   * samples (mean@n); items then hold one entry per sample, in item-major order.
+   */
+  samples?: number;
+  /** Sampling temperature when samples > 1 (default 1). */
+  temperature?: number;
+  /** Seed of the sampled answers (default 0). */
+  seed?: number;
   /** Downscale larger images to at most this many pixels (default: as the projector takes them). */
   maxImagePixels?: number;
   /** Recorded in the summary (0 = the base model). */
@@ -446,11 +456,14 @@ export interface EvaluateOptions {
   /** The Reasoner prompt's family (default: the model's chat family) and a run's overrides. */
   promptFamily?: PromptFamily;
   promptOverrides?: PromptOverrides;
+  /** Answers done of total (items x samples), tokens generated so far. */
   onProgress?: (progress: { done: number; total: number; tokens: number }) => void;
 }
 
 export interface EvalItem extends EvalItemResult {
   line: number;
+  /** Which sample of the item (only when more than one answer per item was drawn). */
+  sample?: number;
   id?: string;
   /** False when the judge's reply was neither yes nor no (scored as wrong). */
   judgeClear?: boolean;
@@ -468,8 +481,8 @@ export interface EvalResult extends EvalSummary {
 const DEFAULT_MAX_TOKENS = 2048;
 
 /**
- * Greedy answers (temperature 0) to every item with the Reasoner prompt, the last \boxed{} as the
- * prediction, per-type and overall accuracy. Creates (and disposes) its own rollout engine; the
+ * Greedy answers (temperature 0; or `samples` sampled answers) to every item with the Reasoner
+ * prompt, the last \boxed{} as the prediction, per-type and overall accuracy. Creates (and disposes) its own rollout engine; the
  * model stays the caller's.
  */
 export async function evaluate(model: Model, bench: string | Bench, options: EvaluateOptions = {}): Promise<EvalResult> {
@@ -480,6 +493,9 @@ export async function evaluate(model: Model, bench: string | Bench, options: Eva
   const contextSize = check.optional(options.contextSize, (v) => check.integer('contextSize', v, 64, 1 << 20));
   const maxImagePixels = check.optional(options.maxImagePixels, (v) => check.integer('maxImagePixels', v, 64, 1 << 28));
   const iteration = check.optional(options.iteration, (v) => check.nonNegativeInteger('iteration', v)) ?? 0;
+  const n = check.optional(options.samples, (v) => check.integer('samples', v, 1, 1024)) ?? 1;
+  const temperature = n === 1 ? 0 : check.optional(options.temperature, (v) => check.number('temperature', v, 0, 100)) ?? 1;
+  const seed = check.optional(options.seed, (v) => check.integer('seed', v, 0, 0xffffffff)) ?? 0;
   const judgeTimeoutMs = check.optional(options.judgeTimeoutMs, (v) => check.integer('judgeTimeoutMs', v, 1, 24 * 3600 * 1000));
   const judge: JudgeOptions | undefined = options.judge === undefined ? undefined
     : { url: check.nonEmptyString('judge', options.judge), model: options.judgeModel, timeoutMs: judgeTimeoutMs, apiKey: options.judgeApiKey };
@@ -515,22 +531,22 @@ export async function evaluate(model: Model, bench: string | Bench, options: Eva
       const requests: RolloutRequest[] = batch.map((item) => ({
         messages: reasonerMessages(family, benchQuestion(item), visplayType(item.type), options.promptOverrides),
         images: [item.image],
-        n: 1,
+        n,
         maxTokens,
-        temperature: 0,
-        seed: 0,
+        temperature,
+        seed: n === 1 ? 0 : (seed * 1_000_003 + item.index) >>> 0,
       }));
       const { samples, stats } = await engine.generate(requests, {
-        onProgress: options.onProgress ? (p) => options.onProgress!({ done: start + p.done, total: items.length, tokens: tokensBefore + p.tokens }) : undefined,
+        onProgress: options.onProgress ? (p) => options.onProgress!({ done: start * n + p.done, total: items.length * n, tokens: tokensBefore + p.tokens }) : undefined,
       });
       tokensBefore += stats.generatedTokens;
-      const responses = samples.map((s) => s[0]?.text ?? '');
-      const predictions = responses.map((text) => lastBoxed(text) ?? '');
-      const scored = await mapLimit(batch, 4, async (item, k): Promise<EvalItem> => {
-        const prediction = predictions[k]!;
+      // One entry per (item, sample), item-major.
+      const entries = batch.flatMap((item, k) => Array.from({ length: n }, (_, j) => ({ item, j, text: samples[k]?.[j]?.text ?? '' })));
+      const scored = await mapLimit(entries, 4, async ({ item, j, text }): Promise<EvalItem> => {
+        const prediction = lastBoxed(text) ?? '';
         const base = {
-          index: item.index, line: item.line, ...(item.id === undefined ? {} : { id: item.id }), type: item.type, prediction, answer: item.answer,
-          ...(options.keepResponses ? { response: responses[k]! } : {}),
+          index: item.index, line: item.line, ...(item.id === undefined ? {} : { id: item.id }), ...(n === 1 ? {} : { sample: j }),
+          type: item.type, prediction, answer: item.answer, ...(options.keepResponses ? { response: text } : {}),
         };
         if (item.type !== 'free-form') return { ...base, correct: scoreAnswer(item, prediction) };
         if (prediction.trim() === '') return { ...base, correct: false };

@@ -289,6 +289,12 @@ class Run {
     return order.slice(0, n).map((i) => this.images[i]!);
   }
 
+  /** The rewards as given, or (shuffleRewards, a control run) permuted across the step's samples. */
+  maybeShuffled(rewards: number[], phase: 'questioner' | 'reasoner', step: number): number[] {
+    if (!this.config.shuffleRewards) return rewards;
+    return permutation(rewards.length, seedOf(this.config.seed, 'shuffle-rewards', this.cp.iteration, phase, step)).map((i) => rewards[i]!);
+  }
+
   async questionerStep(step: number): Promise<void> {
     const c = this.config;
     const it = this.cp.iteration;
@@ -300,7 +306,7 @@ class Run {
     const answers = await this.votes(items, c.votes, 'questioner', [it, 'questioner', step], { topP: 1 });
     const rewards = questionerRewards(items.map((q, i) => ({ valid: q.valid, question: q.question, answers: answers[i]! })),
       { uncertaintyReward: c.uncertaintyReward });
-    const totals = rewards.map((r) => r.total);
+    const totals = this.maybeShuffled(rewards.map((r) => r.total), 'questioner', step);
     const adv = groupAdvantages(totals, images.map(() => c.groupSize));
     const advantages = images.map((_, j) => Array.from(adv.subarray(j * c.groupSize, (j + 1) * c.groupSize)));
     const result = await this.questioner.step(groupsFromRollout(requests, qr.samples, advantages));
@@ -385,7 +391,7 @@ class Run {
     } else {
       rewards = batch.map((q, j) => sr.samples[j]!.map((s) => reasonerReward(s.text, q.silver, { requireThink: c.requireThink }).total));
     }
-    const adv = groupAdvantages(rewards.flat(), batch.map(() => c.groupSize));
+    const adv = groupAdvantages(this.maybeShuffled(rewards.flat(), 'reasoner', step), batch.map(() => c.groupSize));
     const advantages = batch.map((_, j) => Array.from(adv.subarray(j * c.groupSize, (j + 1) * c.groupSize)));
     const result = await this.reasoner.step(groupsFromRollout(requests, sr.samples, advantages));
     let correct = 0;

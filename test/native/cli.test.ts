@@ -1,61 +1,15 @@
 // The command line end to end, with the real addon and the embedded tiny model: each command's
 // output, and bad input reported as one line on stderr with exit status 1.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
-import { PACKAGE_ROOT } from '../../src/native.js';
 import type { TinyModelFiles } from '../../src/tiny-model.js';
+import { failedWith, runCli, succeeded, type CliRun } from './evolve-helpers.js';
 import { patternPng, scratchDir, tinyFiles } from './helpers.js';
 
-interface Run {
-  status: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the CLI from source through tsx, as a user runs the built one; killed after 120 s. */
-function cli(...args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/index.ts', ...args], {
-      cwd: PACKAGE_ROOT,
-      env: { ...process.env, VISPLAY_DEBUG: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 120_000,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    child.on('error', reject);
-    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
-  });
-}
-
-function succeeded(run: Run): void {
-  assert.equal(run.signal, null, `killed by ${run.signal}; stderr:\n${run.stderr}`);
-  assert.equal(run.status, 0, run.stderr);
-}
-
-/** Exit status 1 (not a signal), nothing on stdout, one `visplay-native:` line on stderr matching every pattern. */
-function failedWith(run: Run, ...patterns: Array<string | RegExp>): string {
-  assert.equal(run.signal, null, `killed by ${run.signal}; stderr:\n${run.stderr}`);
-  assert.equal(run.status, 1, `status ${run.status}; stderr:\n${run.stderr}`);
-  assert.equal(run.stdout, '');
-  assert.ok(run.stderr.endsWith('\n'), JSON.stringify(run.stderr));
-  const lines = run.stderr.slice(0, -1).split('\n');
-  assert.equal(lines.length, 1, `expected one line on stderr, got:\n${run.stderr}`);
-  const line = lines[0]!;
-  assert.ok(line.startsWith('visplay-native: '), line);
-  assert.doesNotMatch(line, /unexpected error/, 'a VisplayError, not a bug report');
-  for (const p of patterns) {
-    if (typeof p === 'string') assert.ok(line.includes(p), `${JSON.stringify(line)} lacks ${JSON.stringify(p)}`);
-    else assert.match(line, p);
-  }
-  return line;
-}
+const cli = (...args: string[]) => runCli(args);
 
 interface JsonSample {
   text: string;
@@ -65,7 +19,7 @@ interface JsonSample {
 }
 
 /** stdout holds exactly one JSON document of `n` samples of at most `maxTokens` tokens each. */
-function samplesOf(run: Run, n: number, maxTokens: number): JsonSample[] {
+function samplesOf(run: CliRun, n: number, maxTokens: number): JsonSample[] {
   succeeded(run);
   assert.equal(run.stderr, '', 'with --json nothing else is printed (no progress bar off a terminal, no stats)');
   assert.ok(run.stdout.endsWith('}\n') && run.stdout.indexOf('\n') === run.stdout.length - 1, 'one JSON document on one line');

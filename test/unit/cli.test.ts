@@ -41,7 +41,7 @@ describe('visplay-native (process)', () => {
   const mmproj = tmp.file('mmproj.gguf', projector({ projectionDim: 64 }));
 
   it('asks for a command when given none', async () => {
-    failedWith(await cli(), 'visplay-native: name a command: demo, evolve, eval, report, generate, info or make-tiny-model (see --help)');
+    failedWith(await cli(), 'visplay-native: name a command: demo, evolve, eval, report, bench, world, pretrain, generate, info or make-tiny-model (see --help)');
   });
 
   it('rejects unknown options in one line', async () => {

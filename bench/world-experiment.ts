@@ -1,0 +1,26 @@
+// The world experiment of issue 7 (src/world/experiment.ts) with its table: pre-trained baseline,
+// VisPlay iterations 1-3, and the two controls, over seeds. Resumable: rerun the same command.
+//   node --import tsx bench/world-experiment.ts [--out DIR] [--seeds 0,1,2] [--threads N] [--eval-limit N]
+import { parseArgs } from 'node:util';
+import { runWorldExperiment } from '../src/world/experiment.js';
+import { formatWorldTable, writeWorldReport } from '../src/world/report.js';
+import { WORLD_FULL } from '../src/cli/world-demo.js';
+
+const { values } = parseArgs({ options: {
+  out: { type: 'string', default: 'bench-world' }, seeds: { type: 'string', default: '0,1,2' },
+  threads: { type: 'string' }, 'eval-limit': { type: 'string' },
+} });
+const summary = await runWorldExperiment({
+  out: values.out!, worldOptions: WORLD_FULL.world, pretrain: WORLD_FULL.pretrain, evolve: WORLD_FULL.evolve,
+  seeds: values.seeds!.split(',').map(Number), threads: values.threads === undefined ? undefined : Number(values.threads),
+  evalLimit: values['eval-limit'] === undefined ? undefined : Number(values['eval-limit']),
+  onEvent: (e) => {
+    if (e.type === 'stage') console.error(e.message);
+    else if (e.type === 'score') console.error(`  ${e.score.arm} ${e.score.seed ?? ''} it${e.score.iteration} ${e.score.mode} ${(100 * e.score.overall.accuracy).toFixed(1)}%`);
+    else if (e.type === 'pretrain' && e.step % 25 === 0) console.error(`  pretrain ${e.step}/${e.steps} loss ${e.loss.toFixed(3)}`);
+  },
+});
+if (summary === null) process.exit(1);
+const report = await writeWorldReport(values.out!);
+process.stdout.write(formatWorldTable(summary).markdown);
+console.log(`seconds: ${JSON.stringify(summary.seconds)}; report ${report.html}`);
