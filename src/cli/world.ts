@@ -88,7 +88,7 @@ export const pretrainCommand: CommandModule<object, PretrainArgs> = {
     const { Model } = await import('../model.js');
     const { pretrain } = await import('../world/pretrain.js');
     const files = await makeTinyModel({ seed: modelSeed, shape: WORLD_MODEL_SHAPE });
-    const model = await Model.load({ model: files.modelPath, mmproj: files.mmprojPath, threads: options.threads, repackWeights: false });
+    const model = await Model.load({ model: files.modelPath, mmproj: files.mmprojPath, threads: options.threads, repackWeights: false, gpuLayers: 0 });
     let bar: ReturnType<typeof createProgress> | undefined;
     let tokens = 0;
     try {

@@ -190,7 +190,8 @@ class Run {
   async open(): Promise<void> {
     const c = this.config;
     const threads = c.threads > 0 ? c.threads : undefined;
-    this.model = await Model.load({ model: this.manifest.model, mmproj: this.manifest.mmproj, threads, repackWeights: false });
+    // gpuLayers 0: the trainer reads the weights on the CPU (a CUDA build would otherwise put them on the GPU).
+    this.model = await Model.load({ model: this.manifest.model, mmproj: this.manifest.mmproj, threads, repackWeights: false, gpuLayers: 0 });
     this.family = resolvePromptFamily(c.promptFamily, this.model.info.chatFamily);
     this.overrides = c.promptFile ? loadPromptOverrides(c.promptFile) : undefined;
     const cpPath = join(this.out, 'checkpoint.json');

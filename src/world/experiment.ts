@@ -42,6 +42,8 @@ export interface ExperimentOptions {
   worldOptions?: WorldOptions;
   /** Seed of the world model's random weights (default 1). */
   modelSeed?: number;
+  /** Where pre-trained models are cached by their inputs (default: the package's cache folder). */
+  pretrainCache?: string;
   pretrain?: Omit<PretrainOptions, 'world' | 'out' | 'onStep'>;
   seeds?: number[];
   arms?: Arm[];
@@ -156,14 +158,14 @@ export async function runWorldExperiment(options: ExperimentOptions): Promise<Ex
   const key = createHash('sha256').update(JSON.stringify({
     version: PRETRAIN_VERSION, world: readFileSync(join(world, 'world.json'), 'utf8'), base: base.config, modelSeed: options.modelSeed ?? 1, pretrain: options.pretrain ?? {},
   })).digest('hex').slice(0, 16);
-  const pretrainDir = join(cacheDir(), `world-pretrain-${key}`);
+  const pretrainDir = join(options.pretrainCache ?? cacheDir(), `world-pretrain-${key}`);
   let summary: PretrainSummary | null;
   if (existsSync(join(pretrainDir, 'pretrain.json'))) {
     summary = JSON.parse(readFileSync(join(pretrainDir, 'pretrain.json'), 'utf8')) as PretrainSummary;
     emit({ type: 'stage', message: `pre-trained model found in ${pretrainDir}` });
   } else {
     emit({ type: 'stage', message: `pre-training on ${world}/pretrain.jsonl into ${pretrainDir}` });
-    const model = await Model.load({ model: base.modelPath, mmproj: base.mmprojPath, threads: options.threads, repackWeights: false });
+    const model = await Model.load({ model: base.modelPath, mmproj: base.mmprojPath, threads: options.threads, repackWeights: false, gpuLayers: 0 });
     try {
       summary = await pretrain(model, base, {
         ...options.pretrain, world, out: pretrainDir, threads: options.threads,

@@ -17,6 +17,7 @@ describe('world experiment', () => {
     const out = scratchDir();
     const options: ExperimentOptions = {
       out,
+      pretrainCache: join(out, 'cache'),  // not the user's cache: this run must pre-train
       worldOptions: { pretrain: 12, pool: 6, test: 5, seed: 5 },
       pretrain: { epochs: 1, itemsPerStep: 4, rank: 4, checkpointEvery: 3 },
       seeds: [0],
