@@ -31,7 +31,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { QWEN25VL_CHAT_TEMPLATE } from '../../src/chat.js';
-import { VisplayError, type VisplayErrorCode } from '../../src/errors.js';
+import { VisplayError } from '../../src/errors.js';
 import { Model } from '../../src/model.js';
 import { loadBinding } from '../../src/native.js';
 import type { Policy } from '../../src/policy.js';
@@ -41,25 +41,8 @@ import { evaluate, parseBench } from '../../src/visplay/eval.js';
 import { evolve } from '../../src/visplay/loop.js';
 import { JsonlLog, writeJsonAtomic } from '../../src/visplay/run-store.js';
 import { cliFlags, failedAfterStarting, failedWith, filesUnder, imagesDir, jsonl, runCli, succeeded, TINY } from './evolve-helpers.js';
-import { loadTiny, patternPng, scratchDir, tinyFiles } from './helpers.js';
+import { loadTiny, patternPng, rejectsWith, scratchDir, tinyFiles } from './helpers.js';
 
-/** Asserts that `run` rejects (or throws) a VisplayError with `code` whose message matches every pattern. */
-async function rejectsWith(run: () => Promise<unknown> | unknown, code: VisplayErrorCode, ...patterns: Array<string | RegExp>): Promise<VisplayError> {
-  let caught: unknown;
-  try {
-    await run();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught !== undefined, `expected a ${code} error, but the call succeeded`);
-  assert.ok(caught instanceof VisplayError, `expected a VisplayError, got ${String(caught)}`);
-  assert.equal(caught.code, code, `wrong code for: ${caught.message}`);
-  for (const p of patterns) {
-    if (typeof p === 'string') assert.ok(caught.message.includes(p), `message ${JSON.stringify(caught.message)} lacks ${JSON.stringify(p)}`);
-    else assert.match(caught.message, p);
-  }
-  return caught;
-}
 
 // ---- where things sit in a GGUF header ------------------------------------------------------------
 

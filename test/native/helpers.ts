@@ -1,9 +1,11 @@
 // Shared fixtures of the native tier: the embedded tiny model (made once, cached) and test images.
+import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { PACKAGE_ROOT } from '../../src/native.js';
+import { VisplayError, type VisplayErrorCode } from '../../src/errors.js';
 import { Model } from '../../src/model.js';
 import { makeTinyModel, type TinyModelFiles } from '../../src/tiny-model.js';
 
@@ -44,4 +46,22 @@ export function maxAbsDiff(a: readonly number[], b: readonly number[]): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
+}
+
+/** Asserts that `run` rejects (or throws) a VisplayError with `code` whose message matches every pattern. */
+export async function rejectsWith(run: () => Promise<unknown> | unknown, code: VisplayErrorCode, ...patterns: Array<string | RegExp>): Promise<VisplayError> {
+  let caught: unknown;
+  try {
+    await run();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(caught !== undefined, `expected a ${code} error, but the call succeeded`);
+  assert.ok(caught instanceof VisplayError, `expected a VisplayError, got ${String(caught)}`);
+  assert.equal(caught.code, code, `wrong code for: ${caught.message}`);
+  for (const p of patterns) {
+    if (typeof p === 'string') assert.ok(caught.message.includes(p), `message ${JSON.stringify(caught.message)} lacks ${JSON.stringify(p)}`);
+    else assert.match(caught.message, p);
+  }
+  return caught;
 }
