@@ -34,6 +34,7 @@ import { loadImage, type DecodedImage } from '../images.js';
 import type { Model } from '../model.js';
 import type { Policy, TrainGroup } from '../policy.js';
 import { mergeLora } from '../quantize.js';
+import { writeJsonAtomic } from '../visplay/run-store.js';
 import * as check from '../validate.js';
 import { Rng } from './generator.js';
 import { benchQuestion } from '../visplay/eval.js';
@@ -130,12 +131,6 @@ export function readLabelled(world: string, file: string): Array<LabelledItem & 
     }
     return { ...v, image: resolve(world, v.image) };
   });
-}
-
-function writeJsonAtomically(path: string, value: unknown): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
-  renameSync(tmp, path);
 }
 
 /** Token ids of a target followed by the end-of-turn token, so the model learns to stop. */
@@ -240,7 +235,7 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
       options.onStep?.({ step: step + 1, steps, epoch, loss: r.loss, tokens: r.tokens, tokensPerSecond: r.tokensPerSecond });
       if ((step + 1) % checkpointEvery === 0 || step + 1 === steps) {
         await policy.save(checkpoint);
-        writeJsonAtomically(statePath, { step: step + 1, settings });
+        writeJsonAtomic(statePath, { step: step + 1, settings });
         if (options.signal?.aborted && step + 1 < steps) return null;
       }
     }
@@ -263,6 +258,6 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
     seconds: (performance.now() - started) / 1000 + (startStep > 0 ? log.slice(0, startStep).reduce((a, x) => a + x.seconds, 0) : 0),
     mergedWeights,
   };
-  writeJsonAtomically(join(out, 'pretrain.json'), summary);
+  writeJsonAtomic(join(out, 'pretrain.json'), summary);
   return summary;
 }
