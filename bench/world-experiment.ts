@@ -1,19 +1,23 @@
 // The world experiment of issue 7 (src/world/experiment.ts) with its table: pre-trained baseline,
 // VisPlay iterations 1-3, and the two controls, over seeds. Resumable: rerun the same command.
-//   node --import tsx bench/world-experiment.ts [--out DIR] [--seeds 0,1,2] [--threads N] [--eval-limit N]
+// --size full (default) runs WORLD_FULL; --size demo runs the shortened demo's sizes (WORLD_DEMO) with
+// these seeds, which gives the 3-seed table in about 15 minutes on 2 cores.
+//   node --import tsx bench/world-experiment.ts [--out DIR] [--size full|demo] [--seeds 0,1,2] [--threads N] [--eval-limit N] [--samples N]
 import { parseArgs } from 'node:util';
 import { runWorldExperiment } from '../src/world/experiment.js';
 import { formatWorldTable, writeWorldReport } from '../src/world/report.js';
-import { WORLD_FULL } from '../src/cli/world-demo.js';
+import { WORLD_DEMO, WORLD_FULL } from '../src/cli/world-demo.js';
 
 const { values } = parseArgs({ options: {
-  out: { type: 'string', default: 'bench-world' }, seeds: { type: 'string', default: '0,1,2' },
-  threads: { type: 'string' }, 'eval-limit': { type: 'string' },
+  out: { type: 'string', default: 'bench-world' }, size: { type: 'string', default: 'full' }, seeds: { type: 'string', default: '0,1,2' },
+  threads: { type: 'string' }, 'eval-limit': { type: 'string' }, samples: { type: 'string' },
 } });
+if (values.size !== 'full' && values.size !== 'demo') throw new Error(`--size is full or demo, not ${values.size}`);
+const sizes = values.size === 'demo' ? WORLD_DEMO : WORLD_FULL;
 const summary = await runWorldExperiment({
-  out: values.out!, worldOptions: WORLD_FULL.world, pretrain: WORLD_FULL.pretrain, evolve: WORLD_FULL.evolve,
+  out: values.out!, worldOptions: sizes.world, pretrain: sizes.pretrain, evolve: sizes.evolve, evalSamples: values.samples === undefined ? sizes.evalSamples : Number(values.samples),
   seeds: values.seeds!.split(',').map(Number), threads: values.threads === undefined ? undefined : Number(values.threads),
-  evalLimit: values['eval-limit'] === undefined ? undefined : Number(values['eval-limit']),
+  evalLimit: values['eval-limit'] === undefined ? sizes.evalLimit : Number(values['eval-limit']),
   onEvent: (e) => {
     if (e.type === 'stage') console.error(e.message);
     else if (e.type === 'score') console.error(`  ${e.score.arm} ${e.score.seed ?? ''} it${e.score.iteration} ${e.score.mode} ${(100 * e.score.overall.accuracy).toFixed(1)}%`);
