@@ -329,6 +329,8 @@ export interface NativeTinyModelConfig {
   embeddingType?: 'f16' | 'f32';
   /** Std of the output head's rows (default 0.02). */
   outputStd?: number;
+  /** Std of the language-model blocks' weight matrices (default 0.02). */
+  blockStd?: number;
   chatTemplate: string;
 }
 

@@ -29,8 +29,8 @@ export const TINY_MODEL_CONFIG = {
   patchSize: 14,
 } as const;
 
-/** The shapes as numbers, plus the output head's init scale (native default 0.02). */
-export type TinyModelConfig = { -readonly [K in keyof typeof TINY_MODEL_CONFIG]: number } & { outputStd?: number };
+/** The shapes as numbers, plus the init scales of the output head and of the blocks' matrices (native defaults 0.02). */
+export type TinyModelConfig = { -readonly [K in keyof typeof TINY_MODEL_CONFIG]: number } & { outputStd?: number; blockStd?: number };
 
 /**
  * The world model of issue 7: the tiny model with 4 layers instead of 2 (the vocabulary head, not the
@@ -38,8 +38,12 @@ export type TinyModelConfig = { -readonly [K in keyof typeof TINY_MODEL_CONFIG]:
  * At 0.02 behind a unit-weight RMSNorm no logit can pass 0.02 * 128 = 2.6, so sampling stays
  * near-uniform over 151,936 tokens whatever the blocks learn; at 0.25 a learned direction reaches
  * logits of ~32 while a random competitor's stay within ~12 (4.3 sd of 0.25 * sqrt(128)).
+ * Its blocks' matrices are drawn at std 0.088 = 1/sqrt(128) instead of 0.02: at 0.02 each matrix
+ * shrinks its input to 0.23 of its scale, attention starts uniform, and a LoRA on that base did not
+ * learn to read a colour from the image or to match a word against a list in 225 steps; at 0.088
+ * it did (bench/world-diagnostics.ts, docs/world.md).
  */
-export const WORLD_MODEL_SHAPE: Partial<TinyModelConfig> = { layerCount: 4, outputStd: 0.25 };
+export const WORLD_MODEL_SHAPE: Partial<TinyModelConfig> = { layerCount: 4, outputStd: 0.25, blockStd: 0.088 };
 
 export interface TinyModelFiles {
   modelPath: string;
@@ -86,8 +90,9 @@ function resolveShape(shape: Partial<TinyModelConfig> | undefined): TinyModelCon
   for (const [key, value] of Object.entries(shape ?? {})) {
     if (value === undefined) continue;
     if (key === 'outputStd') config.outputStd = check.number('shape.outputStd', value, 1e-6, 100);
+    else if (key === 'blockStd') config.blockStd = check.number('shape.blockStd', value, 1e-6, 100);
     else if (key in TINY_MODEL_CONFIG) config[key as keyof typeof TINY_MODEL_CONFIG] = check.integer(`shape.${key}`, value, 1, 1 << 16);
-    else throw check.invalidArg('shape', `only keys of TINY_MODEL_CONFIG or outputStd`, key);
+    else throw check.invalidArg('shape', `only keys of TINY_MODEL_CONFIG, outputStd or blockStd`, key);
   }
   if (config.embeddingSize % config.headCount !== 0 || config.headCount % config.headCountKv !== 0) {
     throw check.invalidArg('shape', 'embeddingSize divisible by headCount, headCount by headCountKv', shape);

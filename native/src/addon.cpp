@@ -119,6 +119,7 @@ Napi::Value make_tiny_model(const Napi::CallbackInfo & info) {
     c.image_size = num("imageSize", c.image_size);
     c.patch_size = num("patchSize", c.patch_size);
     if (o.Get("outputStd").IsNumber()) c.output_std = o.Get("outputStd").As<Napi::Number>().FloatValue();
+    if (o.Get("blockStd").IsNumber()) c.block_std = o.Get("blockStd").As<Napi::Number>().FloatValue();
     c.f32_embeddings = o.Get("embeddingType").IsString() && o.Get("embeddingType").As<Napi::String>().Utf8Value() == "f32";
     auto * worker = new TinyModelWorker(env, std::move(c));
     Napi::Promise promise = worker->promise();

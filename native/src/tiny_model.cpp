@@ -226,17 +226,17 @@ void write_language_model(const TinyModelConfig & c) {
     for (int il = 0; il < c.n_layer; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
         w.add(p + "attn_norm.weight", {c.n_embd}, Init::ones);
-        w.add(p + "attn_q.weight", {c.n_embd, c.n_embd}, Init::normal);
-        w.add(p + "attn_k.weight", {c.n_embd, n_embd_kv}, Init::normal);
-        w.add(p + "attn_v.weight", {c.n_embd, n_embd_kv}, Init::normal);
+        w.add(p + "attn_q.weight", {c.n_embd, c.n_embd}, Init::normal, GGML_TYPE_F32, c.block_std);
+        w.add(p + "attn_k.weight", {c.n_embd, n_embd_kv}, Init::normal, GGML_TYPE_F32, c.block_std);
+        w.add(p + "attn_v.weight", {c.n_embd, n_embd_kv}, Init::normal, GGML_TYPE_F32, c.block_std);
         w.add(p + "attn_q.bias", {c.n_embd}, Init::normal);
         w.add(p + "attn_k.bias", {n_embd_kv}, Init::normal);
         w.add(p + "attn_v.bias", {n_embd_kv}, Init::normal);
-        w.add(p + "attn_output.weight", {c.n_embd, c.n_embd}, Init::normal);
+        w.add(p + "attn_output.weight", {c.n_embd, c.n_embd}, Init::normal, GGML_TYPE_F32, c.block_std);
         w.add(p + "ffn_norm.weight", {c.n_embd}, Init::ones);
-        w.add(p + "ffn_gate.weight", {c.n_embd, c.n_ff}, Init::normal);
-        w.add(p + "ffn_up.weight", {c.n_embd, c.n_ff}, Init::normal);
-        w.add(p + "ffn_down.weight", {c.n_ff, c.n_embd}, Init::normal);
+        w.add(p + "ffn_gate.weight", {c.n_embd, c.n_ff}, Init::normal, GGML_TYPE_F32, c.block_std);
+        w.add(p + "ffn_up.weight", {c.n_embd, c.n_ff}, Init::normal, GGML_TYPE_F32, c.block_std);
+        w.add(p + "ffn_down.weight", {c.n_ff, c.n_embd}, Init::normal, GGML_TYPE_F32, c.block_std);
     }
     write_atomically(g, c.model_path);
 }

@@ -29,6 +29,11 @@ struct TinyModelConfig {
     // stays near-uniform over the 151,936 tokens whatever LoRA learns in the blocks. The world model
     // (issue 7), which is pre-trained to answer, uses a larger head so a trained direction can win.
     float output_std = 0.02f;
+    // Standard deviation of the language-model blocks' weight matrices (attention and FFN; biases
+    // stay at 0.02). At 0.02 with n_embd = 128 each matrix scales its input by 0.02 sqrt(128) = 0.23,
+    // so attention starts near-uniform and the blocks add little to the residual stream; 1/sqrt(n_embd)
+    // (0.088) keeps the scale, as a standard initialisation does (a knob of the world-model diagnostics).
+    float block_std = 0.02f;
 
     // vision tower (Qwen2.5-VL ViT: RMSNorm, SwiGLU, window attention, 2x2 patch merger)
     int v_embd = 64;

@@ -329,7 +329,7 @@ function accuracyPanel(t: WorldTables, mode: string): string {
     series.push({ name: row.arm, points });
   }
   return lineChart({
-    title: `Held-out accuracy, ${mode} (mean ± sd over ${t.seeds.length} seeds)`,
+    title: `Held-out accuracy, ${mode} (mean ± sd over ${t.seeds.length} seed${t.seeds.length === 1 ? '' : 's'})`,
     xLabel: 'VisPlay iteration (0 = pre-trained)', yLabel: 'accuracy', series, integerX: true, percentY: true,
   });
 }

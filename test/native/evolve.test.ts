@@ -7,43 +7,12 @@ import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { PACKAGE_ROOT } from '../../src/native.js';
-import { writeDemoImages } from '../../src/cli/demo.js';
-import type { EvolveConfig } from '../../src/visplay/config.js';
 import { evalHook } from '../../src/cli/evolve.js';
 import { evolve, resumeEvolve } from '../../src/visplay/loop.js';
 import type { EvalSummary, IterationSummary, QuestionRecord, ReasonerRecord, StepMetrics } from '../../src/visplay/records.js';
 import { writeReport } from '../../src/visplay/report/index.js';
+import { fingerprint, imagesDir, jsonl, TINY } from './evolve-helpers.js';
 import { scratchDir } from './helpers.js';
-
-const TINY: Partial<EvolveConfig> = {
-  iterations: 1, questionerSteps: 2, reasonerSteps: 2, groupSize: 4, votes: 3, labelVotes: 3, imagesPerStep: 2,
-  candidateImages: 4, candidatesPerImage: 2, questionerMaxTokens: 24, reasonerMaxTokens: 16, parallel: 8, contextSize: 2048,
-  loraRank: 4, loraAlpha: 8, lr: 1e-3, seed: 7, threads: 2,
-};
-
-function jsonl<T>(path: string): T[] {
-  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as T) : [];
-}
-
-async function imagesDir(): Promise<string> {
-  const dir = join(scratchDir(), 'images');
-  await writeDemoImages(dir);
-  return dir;
-}
-
-/** Everything a run wrote that must not depend on interruptions: records without timings, adapter bytes. */
-function fingerprint(out: string): string {
-  const parts: string[] = [];
-  const strip = (m: StepMetrics) => ({ ...m, seconds: 0, tokensPerSecond: 0 });
-  parts.push(JSON.stringify(jsonl<StepMetrics>(join(out, 'metrics.jsonl')).map(strip)));
-  for (const d of readdirSync(out).filter((n) => /^iter-\d+$/.test(n)).sort()) {
-    for (const f of readdirSync(join(out, d)).filter((n) => n.endsWith('.jsonl')).sort()) parts.push(`${d}/${f}:${readFileSync(join(out, d, f), 'utf8')}`);
-  }
-  for (const d of readdirSync(out).filter((n) => /^(questioner|reasoner)-\d+$/.test(n)).sort()) {
-    parts.push(`${d}:${readFileSync(join(out, d, 'adapter.gguf')).toString('base64')}`);
-  }
-  return parts.join('\n');
-}
 
 describe('evolve on the tiny model', () => {
   it('runs a whole iteration: records, metrics, adapters, summary, report; undecodable images are skipped and listed', { timeout: 300_000 }, async () => {

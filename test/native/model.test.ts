@@ -1,13 +1,22 @@
 // The embedded tiny VLM and the Model wrapper: deterministic files, metadata, tokenizer.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Model } from '../../src/model.js';
 import { loadBinding } from '../../src/native.js';
 import { makeTinyModel } from '../../src/tiny-model.js';
+import { readGguf } from '../../src/gguf-reader.js';
 import { loadTiny, scratchDir, tinyFiles } from './helpers.js';
+
+/** IEEE half to number (the head is stored F16). */
+function halfToFloat(h: number): number {
+  const e = (h >> 10) & 0x1f, m = h & 0x3ff, sign = h & 0x8000 ? -1 : 1;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
 
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
@@ -25,6 +34,30 @@ describe('embedded tiny model', () => {
     assert.equal(sha(again.mmprojPath), sha(cached.mmprojPath));
     assert.notEqual(sha(other.modelPath), sha(cached.modelPath));
     assert.notEqual(sha(other.mmprojPath), sha(cached.mmprojPath));
+  });
+
+  it('writes its blocks and output head at the init scales asked for (blockStd, outputStd)', async () => {
+    const f = await makeTinyModel({ seed: 1, outDir: join(scratchDir(), 'scaled'), shape: { blockStd: 0.088, outputStd: 0.25 } });
+    const file = await readGguf(f.modelPath);
+    const sampleStd = (name: string, bytesPerValue: 2 | 4) => {
+      const t = file.tensors.find((x) => x.name === name)!;
+      const fd = openSync(f.modelPath, 'r');
+      const buf = Buffer.alloc(Math.min(t.size, 64 * 1024));
+      readSync(fd, buf, 0, buf.length, file.dataOffset + t.offset);
+      closeSync(fd);
+      const n = buf.length / bytesPerValue;
+      let sum = 0, sq = 0;
+      for (let i = 0; i < n; i++) {
+        const v = bytesPerValue === 4 ? buf.readFloatLE(4 * i) : halfToFloat(buf.readUInt16LE(2 * i));
+        sum += v; sq += v * v;
+      }
+      return Math.sqrt(sq / n - (sum / n) ** 2);
+    };
+    // 16,384 F32 values of one block matrix and 32,768 F16 values of the head: sd within 3 %.
+    assert.ok(Math.abs(sampleStd('blk.0.attn_q.weight', 4) / 0.088 - 1) < 0.03, 'block matrices at std 0.088');
+    assert.ok(Math.abs(sampleStd('blk.1.ffn_down.weight', 4) / 0.088 - 1) < 0.03, 'FFN matrices at std 0.088');
+    assert.ok(Math.abs(sampleStd('blk.0.attn_q.bias', 4) / 0.02 - 1) < 0.2, 'biases stay at 0.02');
+    assert.ok(Math.abs(sampleStd('output.weight', 2) / 0.25 - 1) < 0.03, 'output head at std 0.25');
   });
 
   it('is found in the cache the second time', async () => {

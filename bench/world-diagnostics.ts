@@ -1,0 +1,294 @@
+// Why the pre-trained world model stays at chance (issue 7): what reaches its language model from an
+// image, and which tasks a LoRA on the world model's random base can learn at all in a few hundred
+// steps. Two measurements:
+//
+//  1. The image rows (64 per 224 x 224 image: 8 x 8 cells of 28 x 28 pixels, after the 2 x 2 merger)
+//     as the training graph sees them (Policy.promptInputs): their norm, how far they move from the
+//     mean image row, and a linear probe (ridge regression, one-vs-rest over 7 classes) of each cell's
+//     colour (the dominant object colour covering >= 15 % of the cell, else background), fitted on
+//     the cells of the first images and scored on the cells of the others.
+//  2. A ladder of Yes/No tasks, each trained from the base world model (LoRA rank 64 on all seven
+//     projections, SFT on the answer token, AdamW) on the world's labelled images and scored on
+//     held-out test images by the sign of logit(Yes) - logit(No):
+//       hint         the answer is written in the question ("(Yes) Is there ...?"): text only, one hop
+//       detect       "Is there a red object?": one colour, read from the image
+//       match-image  "Is there a <colour> object?": the question's colour matched against the image
+//       match-text   the same, with the scene's colours listed in the text and no image
+//     Truth is read from the pixels (nearest of the world's colours), as the render test does.
+//
+//   node --import tsx bench/world-diagnostics.ts --world DIR [--items 1200] [--epochs 3] [--lr 3e-3]
+//        [--tasks hint,detect,match-image,match-text] [--probe-images 300] [--block-std S] [--threads 2] [--json]
+// --block-std builds the base with another init scale of its blocks' matrices (WORLD_MODEL_SHAPE's is 0.02).
+import { existsSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import { loadImage, type DecodedImage } from '../src/images.js';
+import { Model } from '../src/model.js';
+import type { Policy, TrainGroup } from '../src/policy.js';
+import { makeTinyModel, WORLD_MODEL_SHAPE } from '../src/tiny-model.js';
+import { BACKGROUND_RGB, COLOUR_RGB, COLOURS, Rng } from '../src/world/generator.js';
+
+const TASKS = ['hint', 'detect', 'match-image', 'match-text'] as const;
+type Task = (typeof TASKS)[number];
+
+const { values } = parseArgs({ options: {
+  world: { type: 'string' }, items: { type: 'string', default: '1200' }, epochs: { type: 'string', default: '3' },
+  lr: { type: 'string', default: '3e-3' }, tasks: { type: 'string', default: TASKS.join(',') },
+  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
+} });
+if (!values.world || !existsSync(join(values.world, 'world.json'))) {
+  console.error('usage: bench/world-diagnostics.ts --world DIR (a folder written by `visplay-native world`)');
+  process.exit(2);
+}
+const world = values.world;
+const tasks = values.tasks!.split(',') as Task[];
+for (const t of tasks) if (!TASKS.includes(t)) throw new Error(`unknown task ${t}; one of ${TASKS.join(', ')}`);
+const threads = Number(values.threads);
+const log = (line: string) => { if (!values.json) console.log(line); };
+
+const readSplit = (file: string) => readFileSync(join(world, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { image: string });
+
+/** Per pixel, the index of the nearest world colour (COLOURS.length for the background). */
+function nearestColour(r: number, g: number, b: number): number {
+  let best = COLOURS.length;
+  let bestD = (r - BACKGROUND_RGB[0]) ** 2 + (g - BACKGROUND_RGB[1]) ** 2 + (b - BACKGROUND_RGB[2]) ** 2;
+  COLOURS.forEach((c, i) => {
+    const q = COLOUR_RGB[c];
+    const d = (r - q[0]) ** 2 + (g - q[1]) ** 2 + (b - q[2]) ** 2;
+    if (d < bestD) { bestD = d; best = i; }
+  });
+  return best;
+}
+
+/** Pixel counts per colour class over the whole image, and the dominant class of each grid cell. */
+async function readTruth(path: string, grid: number): Promise<{ counts: number[]; cells: number[] }> {
+  const { data, info } = await sharp(path).raw().toBuffer({ resolveWithObject: true });
+  const counts = new Array<number>(COLOURS.length + 1).fill(0);
+  const cellCounts = Array.from({ length: grid * grid }, () => new Array<number>(COLOURS.length + 1).fill(0));
+  const cell = info.width / grid;
+  for (let y = 0; y < info.height; y++) {
+    for (let x = 0; x < info.width; x++) {
+      const o = (y * info.width + x) * info.channels;
+      const k = nearestColour(data[o]!, data[o + 1]!, data[o + 2]!);
+      counts[k]!++;
+      cellCounts[Math.min(grid - 1, Math.floor(y / cell)) * grid + Math.min(grid - 1, Math.floor(x / cell))]![k]!++;
+    }
+  }
+  const cells = cellCounts.map((c) => {
+    let best = COLOURS.length;
+    for (let i = 0; i < COLOURS.length; i++) if (c[i]! > (best === COLOURS.length ? 0 : c[best]!)) best = i;
+    return best !== COLOURS.length && c[best]! >= 0.15 * cell * cell ? best : COLOURS.length;
+  });
+  return { counts, cells };
+}
+
+/** Solves (A + lambda I) X = B for symmetric positive definite A [n x n], B [n x m] (Cholesky). */
+function ridgeSolve(A: Float64Array, B: Float64Array, n: number, m: number, lambda: number): Float64Array {
+  const L = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = A[i * n + j]! + (i === j ? lambda : 0);
+      for (let k = 0; k < j; k++) s -= L[i * n + k]! * L[j * n + k]!;
+      L[i * n + j] = i === j ? Math.sqrt(s) : s / L[j * n + j]!;
+    }
+  }
+  const X = new Float64Array(n * m);
+  for (let c = 0; c < m; c++) {
+    const y = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      let s = B[i * m + c]!;
+      for (let k = 0; k < i; k++) s -= L[i * n + k]! * y[k]!;
+      y[i] = s / L[i * n + i]!;
+    }
+    for (let i = n - 1; i >= 0; i--) {
+      let s = y[i]!;
+      for (let k = i + 1; k < n; k++) s -= L[k * n + i]! * X[k * m + c]!;
+      X[i * m + c] = s / L[i * n + i]!;
+    }
+  }
+  return X;
+}
+
+interface ProbeResult {
+  images: number; cellsPerImage: number; rowNorm: number; meanRowNorm: number; spreadFromMean: number;
+  objectCellShift: number; probeAccuracyAllCells: number; probeAccuracyObjectCells: number; objectCellsScored: number; majorityObjectCell: number;
+}
+
+async function probe(policy: Policy, marker: string, images: string[]): Promise<ProbeResult> {
+  const rows: Float32Array[] = [];
+  const labels: number[] = [];
+  const imageOf: number[] = [];
+  let grid = 0;
+  for (const [k, path] of images.entries()) {
+    const inputs = await policy.promptInputs({ prompt: marker, images: [path] });
+    const E = inputs.embeddings.length / inputs.tokens;
+    const n = inputs.tokens - 2;  // <|vision_start|> image rows <|vision_end|>
+    grid = Math.round(Math.sqrt(n));
+    if (grid * grid !== n) throw new Error(`expected a square grid of image rows, got ${n}`);
+    const { cells } = await readTruth(path, grid);
+    for (let r = 0; r < n; r++) {
+      rows.push(inputs.embeddings.slice((r + 1) * E, (r + 2) * E));
+      labels.push(cells[r]!);
+      imageOf.push(k);
+    }
+  }
+  const E = rows[0]!.length;
+  const mean = new Float64Array(E);
+  for (const row of rows) for (let j = 0; j < E; j++) mean[j]! += row[j]! / rows.length;
+  const norm = (v: ArrayLike<number>, sub?: Float64Array) => Math.sqrt(Array.from(v).reduce((a, x, j) => a + (x - (sub ? sub[j]! : 0)) ** 2, 0));
+  const objectRows = rows.filter((_, i) => labels[i]! < COLOURS.length);
+  // Ridge on centred rows plus a bias, fitted on the first 2/3 of the images.
+  const D = E + 1;
+  const C = COLOURS.length + 1;
+  const fitImages = Math.floor((2 * images.length) / 3);
+  const A = new Float64Array(D * D);
+  const B = new Float64Array(D * C);
+  const feature = (row: Float32Array) => { const f = new Float64Array(D); for (let j = 0; j < E; j++) f[j] = row[j]! - mean[j]!; f[E] = 1; return f; };
+  rows.forEach((row, i) => {
+    if (imageOf[i]! >= fitImages) return;
+    const f = feature(row);
+    for (let a = 0; a < D; a++) {
+      for (let b = 0; b < D; b++) A[a * D + b]! += f[a]! * f[b]!;
+      B[a * C + labels[i]!]! += f[a]!;
+    }
+  });
+  const W = ridgeSolve(A, B, D, C, 1e-2);
+  let right = 0, scored = 0, objRight = 0, objScored = 0;
+  const objCounts = new Array<number>(C).fill(0);
+  rows.forEach((row, i) => {
+    if (imageOf[i]! < fitImages) return;
+    const f = feature(row);
+    let best = 0, bestV = -Infinity;
+    for (let c = 0; c < C; c++) {
+      let v = 0;
+      for (let a = 0; a < D; a++) v += f[a]! * W[a * C + c]!;
+      if (v > bestV) { bestV = v; best = c; }
+    }
+    scored++;
+    if (best === labels[i]) right++;
+    if (labels[i]! < COLOURS.length) {
+      objScored++;
+      objCounts[labels[i]!]!++;
+      if (best === labels[i]) objRight++;
+    }
+  });
+  return {
+    images: images.length, cellsPerImage: grid * grid,
+    rowNorm: rows.reduce((a, r) => a + norm(r), 0) / rows.length,
+    meanRowNorm: norm(mean),
+    spreadFromMean: rows.reduce((a, r) => a + norm(r, mean), 0) / rows.length,
+    objectCellShift: objectRows.reduce((a, r) => a + norm(r, mean), 0) / Math.max(1, objectRows.length),
+    probeAccuracyAllCells: right / scored, probeAccuracyObjectCells: objRight / Math.max(1, objScored), objectCellsScored: objScored,
+    majorityObjectCell: Math.max(...objCounts) / Math.max(1, objScored),
+  };
+}
+
+interface YesNoItem { image: DecodedImage; question: string; answer: 'Yes' | 'No' }
+
+/** One Yes/No item per image of `paths` for `task` (images that admit no item of the task are skipped). */
+async function yesNoItems(task: Task, paths: string[], seed: number): Promise<YesNoItem[]> {
+  const rng = new Rng(seed);
+  const out: YesNoItem[] = [];
+  for (const path of paths) {
+    const { counts } = await readTruth(path, 1);
+    const onlyRed = task === 'detect';
+    const present = COLOURS.filter((c, i) => counts[i]! > 40 && (!onlyRed || c === 'red'));
+    const absent = COLOURS.filter((c, i) => counts[i]! < 5 && (!onlyRed || c === 'red'));
+    if (present.length + absent.length === 0) continue;
+    const yes = onlyRed ? present.length > 0 : absent.length === 0 || (present.length > 0 && rng.next() < 0.5);
+    const pool = yes ? present : absent;
+    const colour = pool[Math.floor(rng.next() * pool.length)]!;
+    const scene = COLOURS.filter((_, i) => counts[i]! > 40);
+    const prefix = task === 'hint' ? `(${yes ? 'Yes' : 'No'}) ` : task === 'match-text' ? `The scene has ${scene.join(' and ')} objects. ` : '';
+    out.push({ image: await loadImage(path), question: `${prefix}Is there a ${colour} object in the image? Answer Yes or No.`, answer: yes ? 'Yes' : 'No' });
+  }
+  return out;
+}
+
+interface LadderResult { task: Task; trainItems: number; steps: number; firstLoss: number; lastLoss: number; trainAccuracy: number; heldOutAccuracy: number; heldOutYesShare: number; seconds: number }
+
+async function ladderStep(model: Model, task: Task, train: YesNoItem[], held: YesNoItem[], epochs: number, lr: number): Promise<LadderResult> {
+  const perStep = 16;
+  const steps = Math.ceil(train.length / perStep) * epochs;
+  const policy = await model.createPolicy({
+    rank: 64, alpha: 64, seed: 0, threads, microBatchTokens: 512,
+    loss: { kind: 'sft', klCoef: 0, aggregation: 'token-mean' },
+    optimizer: { lr, schedule: 'cosine', warmupSteps: 10, totalSteps: steps, minLrRatio: 0.1, weightDecay: 0, maxGradNorm: 1 },
+  });
+  const yesId = model.tokenize('Yes')[0]!;
+  const noId = model.tokenize('No')[0]!;
+  const withImage = task !== 'match-text';
+  const spec = (it: YesNoItem) => ({
+    messages: [{ role: 'user' as const, content: withImage ? [{ type: 'image' as const }, { type: 'text' as const, text: it.question }] : it.question }],
+    images: withImage ? [it.image] : [],
+  });
+  const score = async (list: YesNoItem[]) => {
+    let right = 0, yes = 0;
+    for (const it of list) {
+      const logits = await policy.logits(spec(it));
+      const last = logits.subarray(logits.length - model.info.vocabSize);
+      const said = last[yesId]! > last[noId]! ? 'Yes' : 'No';
+      if (said === 'Yes') yes++;
+      if (said === it.answer) right++;
+    }
+    return { accuracy: right / list.length, yesShare: yes / list.length };
+  };
+  const t0 = performance.now();
+  const losses: number[] = [];
+  try {
+    for (let s = 0; s < steps; s++) {
+      const from = (s * perStep) % train.length;
+      const batch = train.slice(from, from + perStep);
+      const groups: TrainGroup[] = batch.map((it) => ({ ...spec(it), samples: [{ tokens: [it.answer === 'Yes' ? yesId : noId], advantage: 1 }] }));
+      losses.push((await policy.step(groups)).loss);
+      if (!values.json && (s + 1) % 25 === 0) process.stderr.write(`  ${task}: step ${s + 1}/${steps}, loss ${losses.at(-1)!.toFixed(3)}\n`);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const tenth = Math.max(1, Math.floor(steps / 10));
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const trainScore = await score(train.slice(0, 200));
+    const heldScore = await score(held);
+    return {
+      task, trainItems: train.length, steps, firstLoss: mean(losses.slice(0, tenth)), lastLoss: mean(losses.slice(-tenth)),
+      trainAccuracy: trainScore.accuracy, heldOutAccuracy: heldScore.accuracy, heldOutYesShare: heldScore.yesShare, seconds,
+    };
+  } finally {
+    policy.dispose();
+  }
+}
+
+const blockStd = values['block-std'] === undefined ? undefined : Number(values['block-std']);
+const base = await makeTinyModel({ seed: 1, shape: { ...WORLD_MODEL_SHAPE, ...(blockStd === undefined ? {} : { blockStd }) } });
+const model = await Model.load({ model: base.modelPath, mmproj: base.mmprojPath, threads, gpuLayers: 0 });
+const machine = `${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${cpus().length} cores, ${threads} threads`;
+try {
+  const pretrainImages = [...new Set(readSplit('pretrain.jsonl').map((i) => join(world, i.image)))];
+  const testImages = [...new Set(readSplit('test.jsonl').map((i) => join(world, i.image)))];
+  const policy = await model.createPolicy({ rank: 1, threads });
+  let probed: ProbeResult;
+  try {
+    probed = await probe(policy, model.info.projector!.marker, pretrainImages.slice(0, Number(values['probe-images'])));
+  } finally {
+    policy.dispose();
+  }
+  log(`machine: ${machine}; base: world model${blockStd === undefined ? '' : `, block std ${blockStd}`}`);
+  log(`image rows: ${probed.cellsPerImage} per image; norm ${probed.rowNorm.toFixed(3)}, of which the mean row ${probed.meanRowNorm.toFixed(3)}; ` +
+    `distance from the mean row ${probed.spreadFromMean.toFixed(3)} (object cells ${probed.objectCellShift.toFixed(3)})`);
+  log(`linear probe of the cell colour (7 classes, ${probed.images} images, fit on 2/3): all cells ${(100 * probed.probeAccuracyAllCells).toFixed(1)} %, ` +
+    `object cells ${(100 * probed.probeAccuracyObjectCells).toFixed(1)} % of ${probed.objectCellsScored} (majority colour ${(100 * probed.majorityObjectCell).toFixed(1)} %)`);
+  const ladder: LadderResult[] = [];
+  const items = Number(values.items);
+  for (const task of tasks) {
+    const train = await yesNoItems(task, pretrainImages.slice(0, items), 7);
+    const held = await yesNoItems(task, testImages.slice(0, 200), 11);
+    const r = await ladderStep(model, task, train, held, Number(values.epochs), Number(values.lr));
+    ladder.push(r);
+    log(`${task.padEnd(12)} ${r.trainItems} items, ${r.steps} steps (${r.seconds.toFixed(0)} s): loss ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}; ` +
+      `train ${(100 * r.trainAccuracy).toFixed(1)} %, held-out ${(100 * r.heldOutAccuracy).toFixed(1)} % (says Yes ${(100 * r.heldOutYesShare).toFixed(0)} %)`);
+  }
+  if (values.json) console.log(JSON.stringify({ machine, probe: probed, ladder, settings: { items, epochs: Number(values.epochs), lr: Number(values.lr), blockStd: blockStd ?? 0.02 } }, null, 2));
+} finally {
+  model.dispose();
+}
