@@ -1,21 +1,24 @@
 // The world experiment of issue 7 (src/world/experiment.ts) with its table: pre-trained baseline,
 // VisPlay iterations 1-3, and the two controls, over seeds. Resumable: rerun the same command.
 // --size full (default) runs WORLD_FULL; --size demo runs the shortened demo's sizes (WORLD_DEMO) with
-// these seeds, which gives the 3-seed table in about 15 minutes on 2 cores.
-//   node --import tsx bench/world-experiment.ts [--out DIR] [--size full|demo] [--seeds 0,1,2] [--threads N] [--eval-limit N] [--samples N]
+// these seeds, which gives the 3-seed table in about 25 minutes on 2 cores. --evolve-size demo keeps
+// the world and pre-training of --size but runs the demo's short VisPlay iterations.
+//   node --import tsx bench/world-experiment.ts [--out DIR] [--size full|demo] [--evolve-size full|demo] [--seeds 0,1,2]
+//        [--threads N] [--eval-limit N] [--samples N]
 import { parseArgs } from 'node:util';
 import { runWorldExperiment } from '../src/world/experiment.js';
 import { formatWorldTable, writeWorldReport } from '../src/world/report.js';
 import { WORLD_DEMO, WORLD_FULL } from '../src/cli/world-demo.js';
 
 const { values } = parseArgs({ options: {
-  out: { type: 'string', default: 'bench-world' }, size: { type: 'string', default: 'full' }, seeds: { type: 'string', default: '0,1,2' },
+  out: { type: 'string', default: 'bench-world' }, size: { type: 'string', default: 'full' }, 'evolve-size': { type: 'string' }, seeds: { type: 'string', default: '0,1,2' },
   threads: { type: 'string' }, 'eval-limit': { type: 'string' }, samples: { type: 'string' },
 } });
 if (values.size !== 'full' && values.size !== 'demo') throw new Error(`--size is full or demo, not ${values.size}`);
 const sizes = values.size === 'demo' ? WORLD_DEMO : WORLD_FULL;
+const evolveSizes = (values['evolve-size'] ?? values.size) === 'demo' ? WORLD_DEMO : WORLD_FULL;
 const summary = await runWorldExperiment({
-  out: values.out!, worldOptions: sizes.world, pretrain: sizes.pretrain, evolve: sizes.evolve, evalSamples: values.samples === undefined ? sizes.evalSamples : Number(values.samples),
+  out: values.out!, worldOptions: sizes.world, pretrain: sizes.pretrain, evolve: evolveSizes.evolve, evalSamples: values.samples === undefined ? sizes.evalSamples : Number(values.samples),
   seeds: values.seeds!.split(',').map(Number), threads: values.threads === undefined ? undefined : Number(values.threads),
   evalLimit: values['eval-limit'] === undefined ? sizes.evalLimit : Number(values['eval-limit']),
   onEvent: (e) => {
