@@ -7,18 +7,25 @@
 //     mean image row, and a linear probe (ridge regression, one-vs-rest over 7 classes) of each cell's
 //     colour (the dominant object colour covering >= 15 % of the cell, else background), fitted on
 //     the cells of the first images and scored on the cells of the others.
-//  2. A ladder of Yes/No tasks, each trained from the base world model (LoRA rank 64 on all seven
-//     projections, SFT on the answer token, AdamW) on the world's labelled images and scored on
-//     held-out test images by the sign of logit(Yes) - logit(No):
+//  2. A ladder of tasks, each trained from the base world model (LoRA rank 64 on all seven
+//     projections, SFT on the one answer token, AdamW) on the world's labelled images and scored on
+//     held-out test images by the largest logit among the task's answers:
 //       hint         the answer is written in the question ("(Yes) Is there ...?"): text only, one hop
 //       detect       "Is there a red object?": one colour, read from the image
+//       name         "Which colour covers the most of the image?": a colour word (7 answers), read from the image
 //       match-image  "Is there a <colour> object?": the question's colour matched against the image
 //       match-text   the same, with the scene's colours listed in the text and no image
+//       family:F     the world's own labelled items of family F (count, colour, shape, spatial,
+//                    compare), answered with the answer's first token alone (a digit, a letter or Yes/No)
 //     Truth is read from the pixels (nearest of the world's colours), as the render test does.
+//     --curriculum trains the tasks one after another in one policy (each task's own steps and
+//     schedule) instead of each from the base; --projector-rank R also trains a rank-R update of the
+//     image rows (PolicyOptions.projectorRank, a trainable projector).
 //
 //   node --import tsx bench/world-diagnostics.ts --world DIR [--items 1200] [--epochs 3] [--lr 3e-3]
-//        [--tasks hint,detect,match-image,match-text] [--probe-images 300] [--block-std S] [--threads 2] [--json]
-// --block-std builds the base with another init scale of its blocks' matrices (WORLD_MODEL_SHAPE's is 0.02).
+//        [--tasks hint,detect,match-image,match-text] [--curriculum] [--projector-rank R] [--probe-images 300]
+//        [--block-std S] [--threads 2] [--json]
+// --block-std builds the base with another init scale of its blocks' matrices (WORLD_MODEL_SHAPE's is 0.088).
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -26,17 +33,20 @@ import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { loadImage, type DecodedImage } from '../src/images.js';
 import { Model } from '../src/model.js';
-import type { Policy, TrainGroup } from '../src/policy.js';
+import type { OptimizerOptions, Policy, TrainGroup } from '../src/policy.js';
 import { makeTinyModel, WORLD_MODEL_SHAPE } from '../src/tiny-model.js';
+import { benchQuestion } from '../src/visplay/eval.js';
 import { BACKGROUND_RGB, COLOUR_RGB, COLOURS, Rng } from '../src/world/generator.js';
 
-const TASKS = ['hint', 'detect', 'match-image', 'match-text'] as const;
+const LADDER = ['hint', 'detect', 'name', 'match-image', 'match-text'] as const;
+const FAMILY_TASKS = ['family:count', 'family:colour', 'family:shape', 'family:spatial', 'family:compare'] as const;
+const TASKS = [...LADDER, ...FAMILY_TASKS] as const;
 type Task = (typeof TASKS)[number];
 
 const { values } = parseArgs({ options: {
   world: { type: 'string' }, items: { type: 'string', default: '1200' }, epochs: { type: 'string', default: '3' },
-  lr: { type: 'string', default: '3e-3' }, tasks: { type: 'string', default: TASKS.join(',') },
-  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
+  lr: { type: 'string', default: '3e-3' }, tasks: { type: 'string', default: 'hint,detect,match-image,match-text' },
+  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, 'projector-rank': { type: 'string', default: '0' }, curriculum: { type: 'boolean', default: false }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
 } });
 if (!values.world || !existsSync(join(values.world, 'world.json'))) {
   console.error('usage: bench/world-diagnostics.ts --world DIR (a folder written by `visplay-native world`)');
@@ -48,11 +58,12 @@ for (const t of tasks) if (!TASKS.includes(t)) throw new Error(`unknown task ${t
 const threads = Number(values.threads);
 const log = (line: string) => { if (!values.json) console.log(line); };
 
-const readSplit = (file: string) => readFileSync(join(world, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { image: string });
+interface WorldItem { image: string; question: string; options?: string[]; answer: string; type: string; family: string }
+const readSplit = (file: string) => readFileSync(join(world, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as WorldItem);
 
 /** Per pixel, the index of the nearest world colour (COLOURS.length for the background). */
 function nearestColour(r: number, g: number, b: number): number {
-  let best = COLOURS.length;
+  let best: number = COLOURS.length;
   let bestD = (r - BACKGROUND_RGB[0]) ** 2 + (g - BACKGROUND_RGB[1]) ** 2 + (b - BACKGROUND_RGB[2]) ** 2;
   COLOURS.forEach((c, i) => {
     const q = COLOUR_RGB[c];
@@ -77,7 +88,7 @@ async function readTruth(path: string, grid: number): Promise<{ counts: number[]
     }
   }
   const cells = cellCounts.map((c) => {
-    let best = COLOURS.length;
+    let best: number = COLOURS.length;
     for (let i = 0; i < COLOURS.length; i++) if (c[i]! > (best === COLOURS.length ? 0 : c[best]!)) best = i;
     return best !== COLOURS.length && c[best]! >= 0.15 * cell * cell ? best : COLOURS.length;
   });
@@ -185,14 +196,36 @@ async function probe(policy: Policy, marker: string, images: string[]): Promise<
   };
 }
 
-interface YesNoItem { image: DecodedImage; question: string; answer: 'Yes' | 'No' }
+interface LadderItem { image: DecodedImage; question: string; answer: string; choices: readonly string[] }
 
-/** One Yes/No item per image of `paths` for `task` (images that admit no item of the task are skipped). */
-async function yesNoItems(task: Task, paths: string[], seed: number): Promise<YesNoItem[]> {
+const YES_NO = ['Yes', 'No'] as const;
+
+const COUNT_ANSWERS = ['1', '2', '3', '4', '5', '6'] as const;
+const LETTERS = ['A', 'B', 'C', 'D'] as const;
+
+/** The world's own items of one family, answered with one token. */
+async function familyItems(family: string, items: WorldItem[]): Promise<LadderItem[]> {
+  const out: LadderItem[] = [];
+  for (const it of items.filter((i) => i.family === family)) {
+    const choices = it.type === 'numeric' ? COUNT_ANSWERS : it.options ? LETTERS : YES_NO;
+    out.push({ image: await loadImage(join(world, it.image)), question: `${benchQuestion(it)}\nAnswer with one ${it.type === 'numeric' ? 'number' : it.options ? 'letter' : 'word'}.`, answer: it.answer, choices });
+  }
+  return out;
+}
+
+/** One item per image of `paths` for `task` (images that admit no item of the task are skipped). */
+async function ladderItems(task: Task, paths: string[], seed: number): Promise<LadderItem[]> {
   const rng = new Rng(seed);
-  const out: YesNoItem[] = [];
+  const out: LadderItem[] = [];
   for (const path of paths) {
     const { counts } = await readTruth(path, 1);
+    if (task === 'name') {
+      let best = -1;
+      COLOURS.forEach((_, i) => { if (counts[i]! > 40 && (best < 0 || counts[i]! > counts[best]!)) best = i; });
+      if (best < 0) continue;
+      out.push({ image: await loadImage(path), question: 'Which colour covers the most of the image? Answer with one word.', answer: COLOURS[best]!, choices: COLOURS });
+      continue;
+    }
     const onlyRed = task === 'detect';
     const present = COLOURS.filter((c, i) => counts[i]! > 40 && (!onlyRed || c === 'red'));
     const absent = COLOURS.filter((c, i) => counts[i]! < 5 && (!onlyRed || c === 'red'));
@@ -202,61 +235,64 @@ async function yesNoItems(task: Task, paths: string[], seed: number): Promise<Ye
     const colour = pool[Math.floor(rng.next() * pool.length)]!;
     const scene = COLOURS.filter((_, i) => counts[i]! > 40);
     const prefix = task === 'hint' ? `(${yes ? 'Yes' : 'No'}) ` : task === 'match-text' ? `The scene has ${scene.join(' and ')} objects. ` : '';
-    out.push({ image: await loadImage(path), question: `${prefix}Is there a ${colour} object in the image? Answer Yes or No.`, answer: yes ? 'Yes' : 'No' });
+    out.push({ image: await loadImage(path), question: `${prefix}Is there a ${colour} object in the image? Answer Yes or No.`, answer: yes ? 'Yes' : 'No', choices: YES_NO });
   }
   return out;
 }
 
-interface LadderResult { task: Task; trainItems: number; steps: number; firstLoss: number; lastLoss: number; trainAccuracy: number; heldOutAccuracy: number; heldOutYesShare: number; seconds: number }
+interface LadderResult {
+  task: Task; trainItems: number; steps: number; firstLoss: number; lastLoss: number; trainAccuracy: number; heldOutAccuracy: number;
+  /** Share of held-out items given the most common answer (1: one answer for everything). */
+  heldOutTopShare: number; topAnswer: string; seconds: number;
+}
 
-async function ladderStep(model: Model, task: Task, train: YesNoItem[], held: YesNoItem[], epochs: number, lr: number): Promise<LadderResult> {
-  const perStep = 16;
-  const steps = Math.ceil(train.length / perStep) * epochs;
-  const policy = await model.createPolicy({
-    rank: 64, alpha: 64, seed: 0, threads, microBatchTokens: 512,
-    loss: { kind: 'sft', klCoef: 0, aggregation: 'token-mean' },
-    optimizer: { lr, schedule: 'cosine', warmupSteps: 10, totalSteps: steps, minLrRatio: 0.1, weightDecay: 0, maxGradNorm: 1 },
-  });
-  const yesId = model.tokenize('Yes')[0]!;
-  const noId = model.tokenize('No')[0]!;
+const PER_STEP = 16;
+const stepsOf = (train: LadderItem[], epochs: number) => Math.ceil(train.length / PER_STEP) * epochs;
+
+/** Trains `policy` on `train` for its steps under `optimizer` (whose cosine may span several tasks), then scores it. */
+async function ladderStep(model: Model, policy: Policy, task: Task, train: LadderItem[], held: LadderItem[], epochs: number,
+  optimizer: OptimizerOptions): Promise<LadderResult> {
+  const perStep = PER_STEP;
+  const steps = stepsOf(train, epochs);
+  const choiceIds = (list: readonly string[]) => list.map((c) => model.tokenize(c)[0]!);
   const withImage = task !== 'match-text';
-  const spec = (it: YesNoItem) => ({
+  const spec = (it: LadderItem) => ({
     messages: [{ role: 'user' as const, content: withImage ? [{ type: 'image' as const }, { type: 'text' as const, text: it.question }] : it.question }],
     images: withImage ? [it.image] : [],
   });
-  const score = async (list: YesNoItem[]) => {
-    let right = 0, yes = 0;
+  const score = async (list: LadderItem[]) => {
+    let right = 0;
+    const said = new Map<string, number>();
     for (const it of list) {
       const logits = await policy.logits(spec(it));
       const last = logits.subarray(logits.length - model.info.vocabSize);
-      const said = last[yesId]! > last[noId]! ? 'Yes' : 'No';
-      if (said === 'Yes') yes++;
-      if (said === it.answer) right++;
+      const ids = choiceIds(it.choices);
+      let k = 0;
+      ids.forEach((id, j) => { if (last[id]! > last[ids[k]!]!) k = j; });
+      said.set(it.choices[k]!, (said.get(it.choices[k]!) ?? 0) + 1);
+      if (it.choices[k] === it.answer) right++;
     }
-    return { accuracy: right / list.length, yesShare: yes / list.length };
+    const [topAnswer, top] = [...said.entries()].sort((x, y) => y[1] - x[1])[0]!;
+    return { accuracy: right / list.length, topShare: top / list.length, topAnswer };
   };
   const t0 = performance.now();
   const losses: number[] = [];
-  try {
-    for (let s = 0; s < steps; s++) {
-      const from = (s * perStep) % train.length;
-      const batch = train.slice(from, from + perStep);
-      const groups: TrainGroup[] = batch.map((it) => ({ ...spec(it), samples: [{ tokens: [it.answer === 'Yes' ? yesId : noId], advantage: 1 }] }));
-      losses.push((await policy.step(groups)).loss);
-      if (!values.json && (s + 1) % 25 === 0) process.stderr.write(`  ${task}: step ${s + 1}/${steps}, loss ${losses.at(-1)!.toFixed(3)}\n`);
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    const tenth = Math.max(1, Math.floor(steps / 10));
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    const trainScore = await score(train.slice(0, 200));
-    const heldScore = await score(held);
-    return {
-      task, trainItems: train.length, steps, firstLoss: mean(losses.slice(0, tenth)), lastLoss: mean(losses.slice(-tenth)),
-      trainAccuracy: trainScore.accuracy, heldOutAccuracy: heldScore.accuracy, heldOutYesShare: heldScore.yesShare, seconds,
-    };
-  } finally {
-    policy.dispose();
+  for (let s = 0; s < steps; s++) {
+    const from = (s * perStep) % train.length;
+    const batch = train.slice(from, from + perStep);
+    const groups: TrainGroup[] = batch.map((it) => ({ ...spec(it), samples: [{ tokens: [model.tokenize(it.answer)[0]!], advantage: 1 }] }));
+    losses.push((await policy.step(groups, { optimizer })).loss);
+    if (!values.json && (s + 1) % 25 === 0) process.stderr.write(`  ${task}: step ${s + 1}/${steps}, loss ${losses.at(-1)!.toFixed(3)}\n`);
   }
+  const seconds = (performance.now() - t0) / 1000;
+  const tenth = Math.max(1, Math.floor(steps / 10));
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const trainScore = await score(train.slice(0, 200));
+  const heldScore = await score(held);
+  return {
+    task, trainItems: train.length, steps, firstLoss: mean(losses.slice(0, tenth)), lastLoss: mean(losses.slice(-tenth)),
+    trainAccuracy: trainScore.accuracy, heldOutAccuracy: heldScore.accuracy, heldOutTopShare: heldScore.topShare, topAnswer: heldScore.topAnswer, seconds,
+  };
 }
 
 const blockStd = values['block-std'] === undefined ? undefined : Number(values['block-std']);
@@ -280,15 +316,41 @@ try {
     `object cells ${(100 * probed.probeAccuracyObjectCells).toFixed(1)} % of ${probed.objectCellsScored} (majority colour ${(100 * probed.majorityObjectCell).toFixed(1)} %)`);
   const ladder: LadderResult[] = [];
   const items = Number(values.items);
+  const newPolicy = () => model.createPolicy({
+    rank: 64, alpha: 64, seed: 0, threads, microBatchTokens: 512, projectorRank: Number(values['projector-rank']),
+    loss: { kind: 'sft', klCoef: 0, aggregation: 'token-mean' },
+  });
+  const epochs = Number(values.epochs);
+  const data = [];
   for (const task of tasks) {
-    const train = await yesNoItems(task, pretrainImages.slice(0, items), 7);
-    const held = await yesNoItems(task, testImages.slice(0, 200), 11);
-    const r = await ladderStep(model, task, train, held, Number(values.epochs), Number(values.lr));
-    ladder.push(r);
-    log(`${task.padEnd(12)} ${r.trainItems} items, ${r.steps} steps (${r.seconds.toFixed(0)} s): loss ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}; ` +
-      `train ${(100 * r.trainAccuracy).toFixed(1)} %, held-out ${(100 * r.heldOutAccuracy).toFixed(1)} % (says Yes ${(100 * r.heldOutYesShare).toFixed(0)} %)`);
+    if (task.startsWith('family:')) {
+      const family = task.slice('family:'.length);
+      data.push({ task, train: await familyItems(family, readSplit('pretrain.jsonl').slice(0, items)), held: await familyItems(family, readSplit('test.jsonl')) });
+    } else {
+      data.push({ task, train: await ladderItems(task, pretrainImages.slice(0, items), 7), held: await ladderItems(task, testImages.slice(0, 200), 11) });
+    }
   }
-  if (values.json) console.log(JSON.stringify({ machine, probe: probed, ladder, settings: { items, epochs: Number(values.epochs), lr: Number(values.lr), blockStd: blockStd ?? 0.02 } }, null, 2));
+  const schedule = (totalSteps: number): OptimizerOptions =>
+    ({ lr: Number(values.lr), schedule: 'cosine', warmupSteps: 10, totalSteps, minLrRatio: 0.1, weightDecay: 0, maxGradNorm: 1 });
+  // A curriculum is one run: one cosine over all its tasks' steps.
+  const curriculumSteps = data.reduce((a, d) => a + stepsOf(d.train, epochs), 0);
+  const shared = values.curriculum ? await newPolicy() : undefined;
+  try {
+    for (const { task, train, held } of data) {
+      const policy = shared ?? await newPolicy();
+      try {
+        const r = await ladderStep(model, policy, task, train, held, epochs, schedule(shared ? curriculumSteps : stepsOf(train, epochs)));
+        ladder.push(r);
+        log(`${task.padEnd(12)} ${r.trainItems} items, ${r.steps} steps (${r.seconds.toFixed(0)} s): loss ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}; ` +
+          `train ${(100 * r.trainAccuracy).toFixed(1)} %, held-out ${(100 * r.heldOutAccuracy).toFixed(1)} % (says ${r.topAnswer} ${(100 * r.heldOutTopShare).toFixed(0)} %)`);
+      } finally {
+        if (!shared) policy.dispose();
+      }
+    }
+  } finally {
+    shared?.dispose();
+  }
+  if (values.json) console.log(JSON.stringify({ machine, probe: probed, ladder, settings: { items, epochs: Number(values.epochs), lr: Number(values.lr), blockStd: blockStd ?? WORLD_MODEL_SHAPE.blockStd, curriculum: values.curriculum, projectorRank: Number(values['projector-rank']) } }, null, 2));
 } finally {
   model.dispose();
 }

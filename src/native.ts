@@ -176,6 +176,8 @@ export interface NativePolicyOptions {
   microBatchTokens: number;
   headChunk: number;
   contextSize: number;
+  /** Rank of the image-row (projector) adapter, 0: none. */
+  projectorRank: number;
   /** A folder written by save(): rank, alpha, targets, weights, moments and step come from it. */
   resumeFrom?: string;
 }
@@ -348,6 +350,7 @@ export interface NativeBinding {
   quantizeModel(options: { input: string; output: string; type: QuantizationType; threads?: number }): Promise<void>;
   /** Folds a LoRA adapter into a copy of its base GGUF (F32/F16/BF16 weights); the count of merged weights. */
   mergeLora(base: string, adapter: string, output: string): Promise<number>;
+  mergeProjector(mmproj: string, adapter: string, output: string): Promise<number>;
   /** Count of live native objects (models, contexts) for lifecycle tests. */
   liveObjects(): { models: number; contexts: number; policies: number };
   /** Group-relative advantages (native/kernels): (r - mean) / (std + eps) per group, unbiased std. */

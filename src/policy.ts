@@ -64,6 +64,13 @@ export interface PolicyOptions {
   headChunk?: number;
   /** Longest prompt + response in positions (default: the model's training context). */
   contextSize?: number;
+  /**
+   * Rank of a trainable low-rank update of the image rows, x = e + B A e on the projector's output
+   * (default 0: none). It extends the vision projector's last linear layer, into which
+   * `mergeProjector` folds it exactly; until then the policy can train and score but not drive
+   * rollouts (llama.cpp's LoRA does not reach the image rows).
+   */
+  projectorRank?: number;
   loss?: LossOptions;
   optimizer?: OptimizerOptions;
 }
@@ -325,6 +332,7 @@ function nativeOptions(model: Model, o: PolicyOptions) {
     microBatchTokens: o.microBatchTokens === undefined ? 2048 : check.integer('microBatchTokens', o.microBatchTokens, 16, 1 << 20),
     headChunk: o.headChunk === undefined ? 256 : check.integer('headChunk', o.headChunk, 1, 1 << 16),
     contextSize,
+    projectorRank: o.projectorRank === undefined ? 0 : check.integer('projectorRank', o.projectorRank, 0, model.info.embeddingSize),
   };
 }
 

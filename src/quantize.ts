@@ -1,9 +1,9 @@
 // Transforms of a language-model GGUF, in the addon (no tool to build): quantizing with llama.cpp's
-// own quantizer, and merging a LoRA adapter into its base.
+// own quantizer, and merging a LoRA adapter into its base (and a projector adapter into its mmproj).
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { VisplayError, callNative } from './errors.js';
-import { inspectLanguageModel } from './model-pair.js';
+import { inspectLanguageModel, inspectProjector } from './model-pair.js';
 import { loadBinding, type QuantizationType } from './native.js';
 import { readGguf } from './gguf-reader.js';
 import { metaString } from './gguf-metadata.js';
@@ -47,4 +47,27 @@ export async function mergeLora(base: string, adapter: string, output: string): 
     throw new VisplayError('ERR_CHECKPOINT', `${adapterPath} is not a LoRA adapter (general.type / adapter.type are not adapter / lora)`);
   }
   return callNative(() => loadBinding().mergeLora(basePath, adapterPath, outPath));
+}
+
+/**
+ * Writes `output`: the mmproj `mmproj` with a policy's projector adapter (projector.gguf, from a
+ * policy trained with `projectorRank`; or the policy folder) folded into its last linear layer,
+ * W2' = (I + B A) W2 and b2' = (I + B A) b2, every other tensor and key unchanged. Qwen2-VL and
+ * Qwen2.5-VL projectors only (their image rows are exactly that layer's output). Returns the number of
+ * changed tensors.
+ */
+export async function mergeProjector(mmproj: string, adapter: string, output: string): Promise<number> {
+  const mmprojPath = resolve(check.nonEmptyString('mmproj', mmproj));
+  let adapterPath = resolve(check.nonEmptyString('adapter', adapter));
+  const outPath = resolve(check.nonEmptyString('output', output));
+  if (existsSync(adapterPath) && statSync(adapterPath).isDirectory()) adapterPath = join(adapterPath, 'projector.gguf');
+  if (!existsSync(adapterPath)) throw new VisplayError('ERR_FILE_NOT_FOUND', `projector adapter not found: ${adapterPath} (was the policy trained with projectorRank?)`);
+  if (!existsSync(dirname(outPath))) throw new VisplayError('ERR_OUTPUT', `the output folder does not exist: ${dirname(outPath)}`);
+  if (outPath === mmprojPath) throw new VisplayError('ERR_INVALID_ARG', 'mergeProjector writes a new file: output must differ from mmproj');
+  await inspectProjector(mmprojPath, 'mmproj');
+  const file = await readGguf(adapterPath, { role: 'adapter', option: 'adapter' });
+  if (metaString(file, 'adapter.type') !== 'visplay-projector') {
+    throw new VisplayError('ERR_CHECKPOINT', `${adapterPath} is not a projector adapter (adapter.type is not visplay-projector)`);
+  }
+  return callNative(() => loadBinding().mergeProjector(mmprojPath, adapterPath, outPath));
 }

@@ -120,6 +120,7 @@ void write_adapter_file(const std::string & path, const std::string & arch, cons
     for (const auto & t : options.targets) targets.push_back(t.c_str());
     gguf_set_arr_str(g.get(), "visplay.lora.targets", targets.data(), targets.size());
     gguf_set_val_u64(g.get(), "visplay.lora.seed", options.seed);
+    gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(options.projector_rank));
     gguf_set_val_i64(g.get(), "visplay.step", step);
     gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
     for (const auto & lp : pairs) {
@@ -158,12 +159,42 @@ int64_t read_adapter_into(const std::string & path, const std::string & arch, co
     return get_i64(g.get(), "visplay.step", 0);
 }
 
+void write_projector_file(const std::string & path, const LoraPair & projector, const std::string & fingerprint, int64_t step) {
+    GgufPtr g(gguf_init_empty());
+    gguf_set_val_str(g.get(), "general.type", "adapter");
+    gguf_set_val_str(g.get(), "general.name", "visplay-native projector adapter");
+    gguf_set_val_str(g.get(), "adapter.type", "visplay-projector");
+    gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(projector.a->ne[1]));
+    gguf_set_val_i64(g.get(), "visplay.step", step);
+    gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
+    gguf_add_tensor(g.get(), projector.a);
+    gguf_add_tensor(g.get(), projector.b);
+    write_atomically(path, [&](const std::string & tmp) { write_gguf(g.get(), tmp, "the projector adapter"); });
+}
+
+int64_t read_projector_into(const std::string & path, const std::string & fingerprint, LoraPair & projector) {
+    ggml_context * data = nullptr;
+    GgufPtr g = open_gguf(path, &data, "projector adapter");
+    GgmlPtr data_owner(data);
+    if (get_str(g.get(), "adapter.type") != "visplay-projector") throw CodedError("ERR_CHECKPOINT", path + " is not a projector adapter (adapter.type)");
+    check_fingerprint(g.get(), fingerprint, path);
+    for (ggml_tensor * dst : {projector.a, projector.b}) {
+        ggml_tensor * src = ggml_get_tensor(data, ggml_get_name(dst));
+        if (!src || src->type != GGML_TYPE_F32 || !ggml_are_same_shape(src, dst)) {
+            throw CodedError("ERR_CHECKPOINT", path + ": tensor " + ggml_get_name(dst) + " is missing or has another shape or type");
+        }
+        std::memcpy(dst->data, src->data, ggml_nbytes(dst));
+    }
+    return get_i64(g.get(), "visplay.step", 0);
+}
+
 PolicyOptions read_adapter_options(const std::string & path, const PolicyOptions & base) {
     GgufPtr g = open_gguf(path, nullptr, "LoRA adapter");
     PolicyOptions o = base;
     const int64_t alpha_id = gguf_find_key(g.get(), "adapter.lora.alpha");
     if (alpha_id >= 0) o.alpha = gguf_get_val_f32(g.get(), alpha_id);
     o.rank = static_cast<int>(get_i64(g.get(), "visplay.lora.rank", 0));
+    o.projector_rank = static_cast<int>(get_i64(g.get(), "visplay.projector.rank", 0));
     const int64_t seed_id = gguf_find_key(g.get(), "visplay.lora.seed");
     if (seed_id >= 0) o.seed = gguf_get_val_u64(g.get(), seed_id);
     const int64_t t_id = gguf_find_key(g.get(), "visplay.lora.targets");

@@ -23,6 +23,11 @@ namespace visplay {
 
 inline constexpr const char * kAdapterFile = "adapter.gguf";
 inline constexpr const char * kOptimizerFile = "optimizer.gguf";
+// The projector adapter (PolicyOptions::projector_rank > 0) is kept out of adapter.gguf, which
+// llama.cpp must load as a language-model LoRA: its tensors "projector.lora_a" / ".lora_b" go to
+// projector.gguf beside it (same fingerprint and step).
+inline constexpr const char * kProjectorName = "projector";
+inline constexpr const char * kProjectorFile = "projector.gguf";
 
 // Shapes that must agree between an adapter and the model it is loaded onto.
 std::string adapter_fingerprint(const LmView & lm);
@@ -31,7 +36,10 @@ void write_adapter_file(const std::string & path, const std::string & arch, cons
                         const std::vector<LoraPair> & pairs, const std::string & fingerprint, int64_t step);
 // Copies the file's A/B into `pairs` (which must match it exactly); returns the saved step.
 int64_t read_adapter_into(const std::string & path, const std::string & arch, const std::string & fingerprint, std::vector<LoraPair> & pairs);
-// rank, alpha and targets of a saved adapter, over `base` for everything else.
+// projector.gguf: the projector adapter's A/B (see kProjectorFile); read returns the saved step.
+void write_projector_file(const std::string & path, const LoraPair & projector, const std::string & fingerprint, int64_t step);
+int64_t read_projector_into(const std::string & path, const std::string & fingerprint, LoraPair & projector);
+// rank, alpha, targets and projector rank of a saved adapter, over `base` for everything else.
 PolicyOptions read_adapter_options(const std::string & path, const PolicyOptions & base);
 
 struct OptimizerState {

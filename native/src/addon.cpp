@@ -10,6 +10,7 @@
 
 namespace visplay {
 Napi::Value merge_lora_js(const Napi::CallbackInfo & info);  // merge_lora.cpp
+Napi::Value merge_projector_js(const Napi::CallbackInfo & info);  // merge_lora.cpp
 }
 
 #include "ggml-backend.h"
@@ -212,6 +213,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("makeTinyModel", Napi::Function::New(env, make_tiny_model));
     exports.Set("quantizeModel", Napi::Function::New(env, quantize_model));
     exports.Set("mergeLora", Napi::Function::New(env, merge_lora_js));
+    exports.Set("mergeProjector", Napi::Function::New(env, merge_projector_js));
     exports.Set("AddonModel", AddonModel::define(env));
     exports.Set("AddonRolloutContext", define_rollout_context(env));
     exports.Set("AddonPolicy", define_policy(env));

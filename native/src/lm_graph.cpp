@@ -133,7 +133,7 @@ ggml_tensor * rope(ggml_context * ctx, const LmView & lm, ggml_tensor * x, ggml_
 }  // namespace
 
 LmGraph build_lm_graph(ggml_context * ctx, const LmView & lm, const std::map<const ggml_tensor *, const LoraPair *> & loras,
-                       float lora_scale, int n_tokens, int n_out_rows) {
+                       float lora_scale, int n_tokens, int n_out_rows, const LoraPair * projector) {
     const int64_t T = n_tokens;
     const int hd = lm.head_dim;
     LmGraph g;
@@ -147,6 +147,14 @@ LmGraph build_lm_graph(ggml_context * ctx, const LmView & lm, const std::map<con
 
     const float kq_scale = 1.0f / std::sqrt(static_cast<float>(hd));
     ggml_tensor * x = g.in.embd;  // [n_embd, T]
+    if (projector) {
+        g.in.image_rows = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, T);
+        ggml_set_input(g.in.image_rows);
+        ggml_set_name(g.in.image_rows, "image_rows");
+        ggml_tensor * ax = ggml_mul_mat(ctx, projector->a, x);    // [rank, T]
+        ggml_tensor * bax = ggml_mul_mat(ctx, projector->b, ax);  // [n_embd, T]
+        x = ggml_add(ctx, x, ggml_mul(ctx, bax, g.in.image_rows)); // text rows: + 0
+    }
     for (int il = 0; il < lm.n_layer; ++il) {
         const LmLayer & L = lm.layers[il];
         ggml_tensor * cur = ggml_mul(ctx, ggml_rms_norm(ctx, x, lm.rms_eps), L.attn_norm);

@@ -69,6 +69,7 @@ struct LmGraphInputs {
     ggml_tensor * pos = nullptr;      // I32 [T] or, for M-RoPE, [4*T] as four streams (t, y, x, z)
     ggml_tensor * mask = nullptr;     // F32 [T, T]: 0 where query row may see key column, -INF elsewhere
     ggml_tensor * out_rows = nullptr; // I32 [R]: packed rows whose hidden state predicts a response token
+    ggml_tensor * image_rows = nullptr; // F32 [1, T]: 1 for a row that is an image embedding, else 0 (only with a projector adapter)
 };
 
 struct LmGraph {
@@ -77,8 +78,12 @@ struct LmGraph {
 };
 
 // Builds the forward computation into `ctx` (a no_alloc context). `loras` may be empty (the
-// reference policy); `lora_scale` is alpha / rank.
+// reference policy); `lora_scale` is alpha / rank. `projector`, when given, is a low-rank update of
+// the image rows only (base null; A: ne [n_embd, rank], B: ne [rank, n_embd]):
+//   x_img = e_img + B (A e_img)        (scale 1)
+// which is a trainable extension of the vision projector's last linear layer y = W2 h + b2: it merges
+// exactly into it as W2' = (I + B A) W2, b2' = (I + B A) b2 (merge_projector.cpp).
 LmGraph build_lm_graph(ggml_context * ctx, const LmView & lm, const std::map<const ggml_tensor *, const LoraPair *> & loras,
-                       float lora_scale, int n_tokens, int n_out_rows);
+                       float lora_scale, int n_tokens, int n_out_rows, const LoraPair * projector = nullptr);
 
 }  // namespace visplay

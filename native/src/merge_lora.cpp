@@ -1,6 +1,9 @@
 // mergeLora: folds a saved LoRA adapter into a copy of its base model's GGUF, W' = W + (alpha / r) B A,
 // so the result is a plain model: the base of a later training run whose reference policy (the KL
 // term's "LoRA off") is the merged model, and which llama.cpp's tools load without --lora.
+// mergeProjector: folds a saved projector adapter (image rows x = e + B A e, PolicyOptions::
+// projector_rank) into a copy of the mmproj's last linear layer e = W2 h + b2:
+//   W2' = (I + B A) W2,  b2' = (I + B A) b2.
 //
 // Shapes (ggml order, ne0 first): base W [n_in, n_out], lora_a A [n_in, r], lora_b B [r, n_out];
 // row o of W (n_in values) gains scale * sum_k B[o, k] * A[k, :]. The sum is accumulated in double
@@ -126,17 +129,89 @@ int merge_lora(const std::string & base_path, const std::string & adapter_path, 
     return merged;
 }
 
+// Projector types whose image rows are exactly the output of the linear layer mm.2 (Qwen2-VL's and
+// Qwen2.5-VL's patch merger: ... -> mm.0 -> GELU -> mm.2).
+const char * const kMergeableProjectors[] = {"qwen2vl_merger", "qwen2.5vl_merger"};
+
+int merge_projector(const std::string & mmproj_path, const std::string & projector_path, const std::string & out_path) {
+    auto base = read_whole(mmproj_path, "mmproj");
+    auto adapter = read_whole(projector_path, "projector adapter");
+    const int64_t type_id = gguf_find_key(base->gguf, "clip.projector_type");
+    const std::string type = type_id >= 0 && gguf_get_kv_type(base->gguf, type_id) == GGUF_TYPE_STRING ? gguf_get_val_str(base->gguf, type_id) : "";
+    bool known = false;
+    for (const char * t : kMergeableProjectors) known = known || type == t;
+    if (!known) {
+        throw CodedError("ERR_UNSUPPORTED_MODEL", mmproj_path + ": projector type '" + type +
+                                                      "' cannot take a projector adapter (supported: qwen2vl_merger, qwen2.5vl_merger)");
+    }
+    ggml_tensor * a = ggml_get_tensor(adapter->ctx, (std::string(kProjectorName) + ".lora_a").c_str());
+    ggml_tensor * b = ggml_get_tensor(adapter->ctx, (std::string(kProjectorName) + ".lora_b").c_str());
+    if (!a || !b) throw CodedError("ERR_CHECKPOINT", projector_path + " has no projector.lora_a / projector.lora_b");
+    ggml_tensor * w2 = ggml_get_tensor(base->ctx, "mm.2.weight");
+    ggml_tensor * b2 = ggml_get_tensor(base->ctx, "mm.2.bias");
+    if (!w2) throw CodedError("ERR_UNSUPPORTED_MODEL", mmproj_path + " has no mm.2.weight");
+    const int64_t n_in = w2->ne[0], n_embd = w2->ne[1], r = a->ne[1];
+    if (a->type != GGML_TYPE_F32 || b->type != GGML_TYPE_F32 || a->ne[0] != n_embd || b->ne[0] != r || b->ne[1] != n_embd ||
+        (b2 && ggml_nelements(b2) != n_embd)) {
+        throw CodedError("ERR_CHECKPOINT", projector_path + ": the projector adapter's shapes do not fit " + mmproj_path + "'s mm.2 (" +
+                                               std::to_string(n_in) + " -> " + std::to_string(n_embd) + ")");
+    }
+    for (ggml_tensor * t : {w2, b2}) {
+        if (t && t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16) {
+            throw CodedError("ERR_UNSUPPORTED_MODEL", mmproj_path + ": " + ggml_get_name(t) + " is " + ggml_type_name(t->type) + "; only F32, F16 or BF16 take a merge");
+        }
+    }
+    // M = B A: [n_embd][n_embd], M[o][j] = sum_k B[o][k] A[k][j] (A stored [r][n_embd], B [n_embd][r]).
+    const float * A = static_cast<const float *>(a->data);
+    const float * B = static_cast<const float *>(b->data);
+    std::vector<double> M(static_cast<size_t>(n_embd * n_embd), 0.0);
+    for (int64_t o = 0; o < n_embd; ++o)
+        for (int64_t k = 0; k < r; ++k) {
+            const double bk = B[o * r + k];
+            for (int64_t j = 0; j < n_embd; ++j) M[o * n_embd + j] += bk * A[k * n_embd + j];
+        }
+    // Rows of W2 ([n_embd][n_in]) and b2 mix through (I + M); computed from the old values.
+    auto mix = [&](ggml_tensor * t, int64_t cols) {
+        std::vector<float> old;
+        to_float(t, old);
+        std::vector<float> mixed(old.size());
+        std::vector<double> acc(static_cast<size_t>(cols));
+        for (int64_t o = 0; o < n_embd; ++o) {
+            for (int64_t i = 0; i < cols; ++i) acc[i] = old[o * cols + i];
+            for (int64_t j = 0; j < n_embd; ++j) {
+                const double m = M[o * n_embd + j];
+                if (m == 0.0) continue;
+                const float * src = old.data() + j * cols;
+                for (int64_t i = 0; i < cols; ++i) acc[i] += m * src[i];
+            }
+            for (int64_t i = 0; i < cols; ++i) mixed[o * cols + i] = static_cast<float>(acc[i]);
+        }
+        from_float(mixed, t);
+    };
+    mix(w2, n_in);
+    if (b2) mix(b2, 1);
+
+    std::unique_ptr<gguf_context, decltype(&gguf_free)> out(gguf_init_empty(), gguf_free);
+    gguf_set_kv(out.get(), base->gguf);
+    const std::string what = "projector adapter rank " + std::to_string(r) + " into mm.2";
+    gguf_set_val_str(out.get(), "visplay.merged_projector", what.c_str());
+    for (int64_t i = 0; i < gguf_get_n_tensors(base->gguf); ++i) gguf_add_tensor(out.get(), ggml_get_tensor(base->ctx, gguf_get_tensor_name(base->gguf, i)));
+    write_atomically(out_path, [&](const std::string & tmp) { write_gguf(out.get(), tmp, "the merged mmproj"); });
+    return b2 ? 2 : 1;
+}
+
 namespace {
 
 class MergeLoraWorker : public Napi::AsyncWorker {
   public:
-    MergeLoraWorker(Napi::Env env, std::string base, std::string adapter, std::string out)
-        : Napi::AsyncWorker(env, "visplay.mergeLora"), base_(std::move(base)), adapter_(std::move(adapter)), out_(std::move(out)),
+    using MergeFn = int (*)(const std::string &, const std::string &, const std::string &);
+    MergeLoraWorker(Napi::Env env, const char * name, MergeFn fn, std::string base, std::string adapter, std::string out)
+        : Napi::AsyncWorker(env, name), fn_(fn), base_(std::move(base)), adapter_(std::move(adapter)), out_(std::move(out)),
           deferred_(Napi::Promise::Deferred::New(env)) {}
     Napi::Promise promise() { return deferred_.Promise(); }
     void Execute() override {
         try {
-            merged_ = merge_lora(base_, adapter_, out_);
+            merged_ = fn_(base_, adapter_, out_);
         } catch (const CodedError & e) {
             SetError(coded_message(e.code, e.what()));
         } catch (const std::exception & e) {
@@ -146,6 +221,7 @@ class MergeLoraWorker : public Napi::AsyncWorker {
     void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), merged_)); }
     void OnError(const Napi::Error & e) override { deferred_.Reject(e.Value()); }
   private:
+    MergeFn fn_;
     std::string base_, adapter_, out_;
     int merged_ = 0;
     Napi::Promise::Deferred deferred_;
@@ -159,7 +235,20 @@ Napi::Value merge_lora_js(const Napi::CallbackInfo & info) {
     if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString()) {
         throw_js(env, "ERR_INVALID_ARG", "mergeLora expects (base path, adapter path, output path)");
     }
-    auto * worker = new MergeLoraWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::String>());
+    auto * worker = new MergeLoraWorker(env, "visplay.mergeLora", merge_lora, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::String>());
+    Napi::Promise promise = worker->promise();
+    worker->Queue();
+    return promise;
+}
+
+// mergeProjector(mmproj, projector adapter, out): Promise<number of merged tensors>. Paths are checked in TS first.
+Napi::Value merge_projector_js(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsString()) {
+        throw_js(env, "ERR_INVALID_ARG", "mergeProjector expects (mmproj path, projector adapter path, output path)");
+    }
+    auto * worker = new MergeLoraWorker(env, "visplay.mergeProjector", merge_projector, info[0].As<Napi::String>(), info[1].As<Napi::String>(),
+                                        info[2].As<Napi::String>());
     Napi::Promise promise = worker->promise();
     worker->Queue();
     return promise;

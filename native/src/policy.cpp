@@ -136,6 +136,12 @@ PolicyState::PolicyState(std::shared_ptr<ModelState> model, const PolicyOptions 
     if (options_.context_size <= 0) options_.context_size = lm_.n_ctx_train;
     if (options_.micro_batch_tokens < 16) throw CodedError("ERR_INVALID_ARG", "microBatchTokens must be at least 16");
     if (options_.head_chunk < 1) throw CodedError("ERR_INVALID_ARG", "headChunk must be at least 1");
+    if (options_.projector_rank < 0 || options_.projector_rank > lm_.n_embd) {
+        throw CodedError("ERR_INVALID_ARG", "projectorRank must be between 0 and the embedding size " + std::to_string(lm_.n_embd));
+    }
+    if (options_.projector_rank > 0 && !model_->mtmd) {
+        throw CodedError("ERR_INVALID_ARG", "projectorRank needs a model loaded with its mmproj (it trains the image rows)");
+    }
     n_threads_ = options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
     // The frozen weights are used in place: they must be plain host memory. llama.cpp repacks some
@@ -189,7 +195,7 @@ void PolicyState::init_lora() {
             bases.emplace_back(name, it->second);
         }
     }
-    const size_t n_tensors = bases.size() * 4 + 1;
+    const size_t n_tensors = bases.size() * 4 + 1 + 4;
     ggml_init_params p = {ggml_tensor_overhead() * n_tensors, nullptr, true};
     lora_ctx_ = ggml_init(p);
     pairs_.resize(bases.size());
@@ -209,6 +215,20 @@ void PolicyState::init_lora() {
             grad_acc_.push_back(ggml_dup_tensor(lora_ctx_, t));
         }
     }
+    if (options_.projector_rank > 0) {
+        // After the LoRA pairs, so that the pairs' initialisation (and a projector-free policy's
+        // tensor order) is unchanged.
+        projector_.base_name = kProjectorName;
+        projector_.a = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, lm_.n_embd, options_.projector_rank);
+        projector_.b = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, options_.projector_rank, lm_.n_embd);
+        ggml_set_name(projector_.a, (std::string(kProjectorName) + ".lora_a").c_str());
+        ggml_set_name(projector_.b, (std::string(kProjectorName) + ".lora_b").c_str());
+        for (ggml_tensor * t : {projector_.a, projector_.b}) {
+            ggml_set_param(t);
+            params_.push_back(t);
+            grad_acc_.push_back(ggml_dup_tensor(lora_ctx_, t));
+        }
+    }
     loss_seed_ = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_F32, 1);
     lora_buf_ = ggml_backend_alloc_ctx_tensors(lora_ctx_, backend_);
     if (!lora_buf_) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the LoRA tensors");
@@ -223,6 +243,12 @@ void PolicyState::init_lora() {
         float * a = static_cast<float *>(lp.a->data);
         for (int64_t i = 0; i < ggml_nelements(lp.a); ++i) a[i] = bound * (2.0f * rng.uniform() - 1.0f);
         std::memset(lp.b->data, 0, ggml_nbytes(lp.b));
+    }
+    if (projector_.a) {
+        const float bound = 1.0f / std::sqrt(static_cast<float>(projector_.a->ne[0]));
+        float * a = static_cast<float *>(projector_.a->data);
+        for (int64_t i = 0; i < ggml_nelements(projector_.a); ++i) a[i] = bound * (2.0f * rng.uniform() - 1.0f);
+        std::memset(projector_.b->data, 0, ggml_nbytes(projector_.b));
     }
     std::memcpy(rng_state_, rng.s, sizeof(rng_state_));
     adam_m_.assign(params_.size(), {});
@@ -308,6 +334,7 @@ PromptInputs PolicyState::prepare_prompt(const std::vector<ImageInput> & images,
                 out.embd.resize(out.embd.size() + n_embd);
                 weight_row(lm_.tok_embd, tokens[i], out.embd.data() + out.embd.size() - n_embd, scratch);
                 pos.push_back({n_past, n_past, n_past, 0});
+                out.is_image.push_back(0);
                 n_past++;
             }
             continue;
@@ -327,6 +354,7 @@ PromptInputs PolicyState::prepare_prompt(const std::vector<ImageInput> & images,
             encodes++;
         }
         out.embd.insert(out.embd.end(), it->second.begin(), it->second.end());
+        out.is_image.insert(out.is_image.end(), n_tokens, 1);
         if (lm_.mrope) {
             const mtmd_image_tokens * image_tokens = mtmd_input_chunk_get_tokens_image(chunk);
             for (size_t i = 0; i < n_tokens; ++i) {
@@ -397,7 +425,8 @@ PolicyState::Head & PolicyState::head(int rows) {
 std::vector<float> PolicyState::forward_hidden(const MicroBatchInputs & in, bool with_lora) {
     GgmlCtx g(graph_size_for(lm_) * 2, graph_size_for(lm_));
     static const std::map<const ggml_tensor *, const LoraPair *> none;
-    LmGraph lg = build_lm_graph(g.ctx, lm_, with_lora ? by_base_ : none, lora_scale(), in.rows, in.preds);
+    LmGraph lg = build_lm_graph(g.ctx, lm_, with_lora ? by_base_ : none, lora_scale(), in.rows, in.preds,
+                                with_lora && projector_.a ? &projector_ : nullptr);
     ggml_cgraph * gf = ggml_new_graph_custom(g.ctx, graph_size_for(lm_), false);
     ggml_build_forward_expand(gf, lg.hidden);
     alloc_graph(trunk_alloc_, gf);
@@ -413,6 +442,7 @@ void PolicyState::set_inputs(const LmGraphInputs & t, const MicroBatchInputs & i
     ggml_backend_tensor_set(t.pos, in.pos.data(), 0, in.pos.size() * sizeof(int32_t));
     ggml_backend_tensor_set(t.mask, in.mask.data(), 0, in.mask.size() * sizeof(float));
     ggml_backend_tensor_set(t.out_rows, in.out_rows.data(), 0, in.out_rows.size() * sizeof(int32_t));
+    if (t.image_rows) ggml_backend_tensor_set(t.image_rows, in.image_rows.data(), 0, in.image_rows.size() * sizeof(float));
 }
 
 // Packs a micro-batch: each unit is its prompt rows, then for each of its samples the response
@@ -427,6 +457,7 @@ PolicyState::MicroBatchInputs PolicyState::pack(const MicroBatch & mb, const std
     in.embd.resize(static_cast<size_t>(T) * n_embd);
     in.pos.assign(lm_.mrope ? 4 * T : T, 0);
     in.mask.assign(static_cast<size_t>(T) * T, -INFINITY);
+    in.image_rows.assign(T, 0.0f);
     std::vector<int> row_unit(T), row_sample(T);
     std::vector<uint8_t> scratch;
     int row = 0;
@@ -444,6 +475,7 @@ PolicyState::MicroBatchInputs PolicyState::pack(const MicroBatch & mb, const std
             }
             row_unit[row] = static_cast<int>(u);
             row_sample[row] = -1;
+            in.image_rows[row] = p.is_image[i] ? 1.0f : 0.0f;
         }
         const int last_prompt_row = row - 1;
         for (int si : unit.samples) {
@@ -594,7 +626,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
         }
 
         GgmlCtx g(graph_size_for(lm_) * 4, graph_size_for(lm_));
-        LmGraph lg = build_lm_graph(g.ctx, lm_, by_base_, lora_scale(), in.rows, R);
+        LmGraph lg = build_lm_graph(g.ctx, lm_, by_base_, lora_scale(), in.rows, R, projector_.a ? &projector_ : nullptr);
         ggml_tensor * dhidden = nullptr;
         ggml_tensor * target = lg.hidden;
         if (backward) {
@@ -826,6 +858,14 @@ void PolicyState::save(const std::string & dir, const OptimizerConfig & opt) con
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) throw CodedError("ERR_OUTPUT", "cannot create the folder " + dir + ": " + ec.message());
+    // The projector file first: a save is complete when adapter.gguf and optimizer.gguf agree on
+    // the step, and restore checks projector.gguf's step against them as well.
+    const std::string projector_path = (std::filesystem::path(dir) / kProjectorFile).string();
+    if (projector_.a) {
+        write_projector_file(projector_path, projector_, adapter_fingerprint(lm_), step_);
+    } else {
+        std::filesystem::remove(projector_path, ec);  // a stale one from an earlier save to this folder
+    }
     write_adapter_file((std::filesystem::path(dir) / kAdapterFile).string(), lm_.arch, options_, pairs_, adapter_fingerprint(lm_), step_);
     OptimizerState st;
     st.step = step_;
@@ -843,6 +883,13 @@ void PolicyState::restore(const std::string & dir) {
     if (lo.step != adapter_step) {
         throw CodedError("ERR_CHECKPOINT", "the adapter (step " + std::to_string(adapter_step) + ") and optimizer state (step " +
                                                std::to_string(lo.step) + ") in " + dir + " are from different saves");
+    }
+    if (projector_.a) {
+        const int64_t projector_step = read_projector_into((std::filesystem::path(dir) / kProjectorFile).string(), adapter_fingerprint(lm_), projector_);
+        if (projector_step != adapter_step) {
+            throw CodedError("ERR_CHECKPOINT", "the projector adapter (step " + std::to_string(projector_step) + ") and the adapter (step " +
+                                                   std::to_string(adapter_step) + ") in " + dir + " are from different saves");
+        }
     }
     for (size_t p = 0; p < params_.size(); ++p) {
         auto it = lo.moments.find(ggml_get_name(params_[p]));

@@ -56,6 +56,10 @@ struct PolicyOptions {
     int micro_batch_tokens = 2048;     // packed rows per micro-batch graph (a group larger than this is split)
     int head_chunk = 256;              // vocabulary-head rows per chunk (bounds logits memory: chunk * n_vocab floats)
     int context_size = 0;              // longest prompt + response; 0: the model's training context
+    // Rank of a trainable low-rank update of the image rows (the projector's output), 0: none. It is
+    // not part of the llama.cpp adapter: such a policy cannot drive rollouts until it is merged into
+    // the mmproj (merge_projector). See build_lm_graph.
+    int projector_rank = 0;
 };
 
 enum class LrSchedule { constant, cosine };
@@ -108,6 +112,7 @@ struct PromptInputs {
     int next_pos = 0;                 // position of the first response token
     std::vector<float> embd;          // n_tokens * n_embd
     std::vector<int32_t> pos;         // n_tokens, or 4 * n_tokens stream-major (t, y, x, z) for M-RoPE
+    std::vector<uint8_t> is_image;    // n_tokens: 1 where the row is an image embedding
 };
 
 class PolicyState {
@@ -132,6 +137,7 @@ class PolicyState {
     static PolicyOptions read_saved_options(const std::string & dir, const PolicyOptions & base);
 
     llama_adapter_lora * live_adapter() const { return adapter_; }
+    bool has_projector_adapter() const { return projector_.a != nullptr; }
     const PolicyOptions & options() const { return options_; }
     const LmView & lm() const { return lm_; }
     int64_t step() const { return step_; }
@@ -146,6 +152,7 @@ class PolicyState {
         std::vector<float> embd;       // rows * n_embd
         std::vector<int32_t> pos;      // rows, or 4 * rows stream-major
         std::vector<float> mask;       // rows * rows
+        std::vector<float> image_rows; // rows: 1 for an image embedding row, else 0
         std::vector<int32_t> out_rows; // preds
         std::vector<int> pred_group, pred_sample, pred_index;
         std::vector<int32_t> pred_target;
@@ -179,6 +186,7 @@ class PolicyState {
     ggml_backend_buffer_t lora_buf_ = nullptr;
     std::vector<LoraPair> pairs_;
     std::map<const ggml_tensor *, const LoraPair *> by_base_;
+    LoraPair projector_;                  // a/b null unless options_.projector_rank > 0
     std::vector<ggml_tensor *> params_;   // a0, b0, a1, b1, ...
     std::vector<ggml_tensor *> grad_acc_; // same order
     ggml_tensor * loss_seed_ = nullptr;   // scalar 1: d loss / d loss

@@ -293,6 +293,10 @@ Napi::Value AddonRolloutContext::use_lora(const Napi::CallbackInfo & info) {
     if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) {
         policy = unwrap_policy(env, info[0]);
         if (policy->lm().n_vocab != s->n_vocab()) throw_js(env, "ERR_INVALID_ARG", "the policy belongs to another model");
+        if (policy->has_projector_adapter()) {
+            throw_js(env, "ERR_INVALID_ARG", "a policy with a projector adapter (projectorRank > 0) cannot drive rollouts: llama.cpp's LoRA does not reach the "
+                                             "image rows; merge it into the mmproj first (mergeProjector)");
+        }
     }
     claim(env, *s);
     try {

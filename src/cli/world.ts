@@ -47,6 +47,7 @@ export interface PretrainArgs {
   epochs?: number;
   'items-per-step'?: number;
   rank?: number;
+  'projector-rank'?: number;
   lr?: number;
   seed?: number;
   'model-seed'?: number;
@@ -64,6 +65,7 @@ export const pretrainCommand: CommandModule<object, PretrainArgs> = {
     .option('epochs', { type: 'number', describe: 'passes over the labelled split (default 3)' })
     .option('items-per-step', { type: 'number', describe: 'labelled items per optimizer step (default 16)' })
     .option('rank', { type: 'number', describe: 'LoRA rank, merged at the end (default 64)' })
+    .option('projector-rank', { type: 'number', describe: 'rank of a trainable update of the image rows, merged into the mmproj (default 0: off)' })
     .option('lr', { type: 'number', describe: 'peak learning rate, cosine schedule (default 1e-3)' })
     .option('seed', { type: 'number', describe: 'data order and LoRA initialisation (default 0)' })
     .option('model-seed', { type: 'number', describe: 'seed of the world model\'s random weights (default 1)' })
@@ -78,6 +80,7 @@ export const pretrainCommand: CommandModule<object, PretrainArgs> = {
       epochs: is.optional(argv.epochs, (v) => is.integer('epochs', v, 1, 1000)),
       itemsPerStep: is.optional(argv['items-per-step'], (v) => is.integer('items-per-step', v, 1, 4096)),
       rank: is.optional(argv.rank, (v) => is.integer('rank', v, 1, 1024)),
+      projectorRank: is.optional(argv['projector-rank'], (v) => is.integer('projector-rank', v, 0, 4096)),
       lr: is.optional(argv.lr, (v) => is.number('lr', v, 1e-9, 1)),
       seed: is.optional(argv.seed, (v) => is.integer('seed', v, 0, 0xffffffff)),
       limit: is.optional(argv.limit, (v) => is.positiveInteger('limit', v)),

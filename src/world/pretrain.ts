@@ -9,10 +9,12 @@
 //                 phase in turn (their images sit on either side of the text)
 //
 // What is trained: a LoRA of high rank (default 64 of 128) on all seven projections of every
-// language-model block. The vision tower and projector stay at their seeded random weights: they
-// are not in our training graph (image embeddings are an input), and random features of 28x28 pixel
-// cells keep colour and rough shape, which is what the world asks about. The embeddings and head stay
-// too; the world model's head is scaled up (WORLD_MODEL_SHAPE) so the blocks can move the logits.
+// language-model block, and optionally (projectorRank > 0) a low-rank update of the image rows,
+// which mergeProjector folds into the mmproj's last linear layer: LLaVA's trainable projector. The
+// vision tower stays at its seeded random weights: it is not in our training graph (image
+// embeddings are an input), and random features of 28x28 pixel cells keep colour and rough shape,
+// which is what the world asks about. The embeddings and head stay too; the world model's head is
+// scaled up (WORLD_MODEL_SHAPE) so the blocks can move the logits.
 //
 // Deterministic in (world, options): the data order is a seeded shuffle per epoch and the LoRA
 // initialisation is seeded. Checkpoints (adapter + optimizer + state.json) are written atomically
@@ -33,7 +35,7 @@ import { VisplayError } from '../errors.js';
 import { loadImage, type DecodedImage } from '../images.js';
 import type { Model } from '../model.js';
 import type { Policy, TrainGroup } from '../policy.js';
-import { mergeLora } from '../quantize.js';
+import { mergeLora, mergeProjector } from '../quantize.js';
 import { writeJsonAtomic } from '../visplay/run-store.js';
 import * as check from '../validate.js';
 import { Rng } from './generator.js';
@@ -55,6 +57,8 @@ export interface PretrainOptions {
   /** LoRA rank (default 64) and alpha (default rank). */
   rank?: number;
   alpha?: number;
+  /** Rank of the trainable projector update (PolicyOptions.projectorRank; default 0: the projector stays as seeded). */
+  projectorRank?: number;
   /** Peak learning rate of AdamW (default 1e-3), cosine to 10 % after 10 warm-up steps. */
   lr?: number;
   /** Data order and LoRA initialisation (default 0). */
@@ -91,6 +95,8 @@ export interface PretrainSettings {
   alpha: number;
   lr: number;
   seed: number;
+  /** Present only when > 0, so runs without it keep their settings (and checkpoints) unchanged. */
+  projectorRank?: number;
   /** sha256 of pretrain.jsonl: a resume must see the same data. */
   data: string;
 }
@@ -105,6 +111,8 @@ export interface PretrainSummary {
   trainedTokens: number;
   seconds: number;
   mergedWeights: number;
+  /** Tensors of the mmproj changed by the projector merge (0: a copy of the base's). */
+  mergedProjectorTensors: number;
 }
 
 interface StepLog {
@@ -161,6 +169,7 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
   const itemsPerStep = check.optional(options.itemsPerStep, (v) => check.integer('itemsPerStep', v, 1, 4096)) ?? 16;
   const rank = check.optional(options.rank, (v) => check.integer('rank', v, 1, 1024)) ?? 64;
   const alpha = check.optional(options.alpha, (v) => check.number('alpha', v, 1e-6, 1e6)) ?? rank;
+  const projectorRank = check.optional(options.projectorRank, (v) => check.integer('projectorRank', v, 0, model.info.embeddingSize)) ?? 0;
   const lr = check.optional(options.lr, (v) => check.number('lr', v, 1e-9, 1)) ?? 1e-3;
   const seed = check.optional(options.seed, (v) => check.integer('seed', v, 0, 0xffffffff)) ?? 0;
   const checkpointEvery = check.optional(options.checkpointEvery, (v) => check.integer('checkpointEvery', v, 1, 1e6)) ?? 25;
@@ -173,7 +182,7 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
   const stepsPerEpoch = Math.ceil(items.length / itemsPerStep);
   const steps = stepsPerEpoch * epochs;
   const data = createHash('sha256').update(readFileSync(join(world, 'pretrain.jsonl'))).digest('hex');
-  const settings: PretrainSettings = { epochs, itemsPerStep, items: items.length, steps, rank, alpha, lr, seed, data };
+  const settings: PretrainSettings = { epochs, itemsPerStep, items: items.length, steps, rank, alpha, lr, seed, ...(projectorRank > 0 ? { projectorRank } : {}), data };
 
   mkdirSync(out, { recursive: true });
   const checkpoint = join(out, 'checkpoint');
@@ -197,7 +206,7 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
     }
   } else {
     rmSync(logPath, { force: true });
-    policy = await model.createPolicy({ rank, alpha, seed, threads: options.threads, microBatchTokens, loss, optimizer });
+    policy = await model.createPolicy({ rank, alpha, seed, projectorRank, threads: options.threads, microBatchTokens, loss, optimizer });
   }
 
   const endOfTurn = model.tokenize('<|im_end|>', { special: true });
@@ -246,8 +255,13 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
   const modelPath = join(out, 'model.gguf');
   const mmprojPath = join(out, 'mmproj.gguf');
   const mergedWeights = await mergeLora(files.modelPath, join(checkpoint, 'adapter.gguf'), modelPath);
-  copyFileSync(files.mmprojPath, `${mmprojPath}.tmp`);
-  renameSync(`${mmprojPath}.tmp`, mmprojPath);
+  let mergedProjectorTensors = 0;
+  if (projectorRank > 0) {
+    mergedProjectorTensors = await mergeProjector(files.mmprojPath, checkpoint, mmprojPath);
+  } else {
+    copyFileSync(files.mmprojPath, `${mmprojPath}.tmp`);
+    renameSync(`${mmprojPath}.tmp`, mmprojPath);
+  }
   const log = readFileSync(logPath, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as StepLog);
   const tenth = Math.max(1, Math.floor(log.length / 10));
   const mean = (xs: StepLog[]) => xs.reduce((a, x) => a + x.loss, 0) / xs.length;
@@ -256,7 +270,7 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
     firstLoss: mean(log.slice(0, tenth)), lastLoss: mean(log.slice(-tenth)),
     trainedTokens: log.reduce((a, x) => a + x.tokens, 0),
     seconds: (performance.now() - started) / 1000 + (startStep > 0 ? log.slice(0, startStep).reduce((a, x) => a + x.seconds, 0) : 0),
-    mergedWeights,
+    mergedWeights, mergedProjectorTensors,
   };
   writeJsonAtomic(join(out, 'pretrain.json'), summary);
   return summary;

@@ -90,6 +90,35 @@ describe('world pre-training', () => {
     }
   });
 
+  it('with a trainable projector, the merged pair computes what the trained policy computes (max |Δlogit| < 2e-3)', { timeout: 300_000 }, async () => {
+    const out = join(dir, 'p');
+    const summary = await pretrain(model, files, { ...settings(out), limit: 8, projectorRank: 8 });
+    assert.ok(summary !== null);
+    assert.equal(summary.settings.projectorRank, 8);
+    assert.equal(summary.mergedProjectorTensors, 2, 'mm.2.weight and mm.2.bias');
+    assert.ok(!readFileSync(summary.mmprojPath).equals(readFileSync(files.mmprojPath)), 'the mmproj changed');
+    const request = {
+      messages: reasonerMessages('default', 'What color is the star?\nA. red\nB. blue\nC. green\nD. yellow', 'multiple choice', WORLD_PROMPTS),
+      images: [join(world, 'images', 'pretrain', '000001.png')],
+    };
+    const tokens = model.tokenize(reasonerTarget({ question: 'What color is the star?', options: ['red', 'blue', 'green', 'yellow'], answer: 'B', type: 'multiple choice' }));
+    const policy = await model.loadPolicy(join(out, 'checkpoint'));
+    const merged = await Model.load({ model: summary.modelPath, mmproj: summary.mmprojPath, threads: 2 });
+    const mergedEngine = await merged.createRollout({ parallel: 1, kvCacheType: 'f32' });
+    try {
+      const ours = await policy.logits(request, tokens);
+      const folded = await mergedEngine.scoreLogits(request, tokens);
+      const V = model.info.vocabSize;
+      const tail = Array.from(ours.subarray(ours.length - (tokens.length + 1) * V, ours.length - V));
+      const diff = maxAbsDiff(tail, Array.from(folded));
+      assert.ok(diff < 2e-3, `max |merged pair - trained policy| = ${diff}`);
+    } finally {
+      mergedEngine.dispose();
+      merged.dispose();
+      policy.dispose();
+    }
+  });
+
   it('mergeLora refuses a missing adapter, a non-adapter, and writing over its base', async () => {
     const out = join(dir, 'm.gguf');
     await assert.rejects(mergeLora(files.modelPath, join(dir, 'none'), out), (e: Error & { code?: string }) => e.code === 'ERR_FILE_NOT_FOUND');

@@ -52,7 +52,7 @@ function experiment(out: string, over: Partial<ExperimentSummary> = {}): Experim
   const summary: PretrainSummary = {
     settings: { epochs: 3, itemsPerStep: 16, items: 320, steps: 60, rank: 64, alpha: 64, lr: 1e-3, seed: 0, data: 'abc' },
     modelPath: join(pretrainDir, 'model.gguf'), mmprojPath: join(pretrainDir, 'mmproj.gguf'),
-    firstLoss: 2.5, lastLoss: 0.75, trainedTokens: 12345, seconds: 321, mergedWeights: 168,
+    firstLoss: 2.5, lastLoss: 0.75, trainedTokens: 12345, seconds: 321, mergedWeights: 168, mergedProjectorTensors: 0,
   };
   return {
     world: join(out, 'world'), pretrained: { dir: pretrainDir, modelPath: summary.modelPath, mmprojPath: summary.mmprojPath, summary },
