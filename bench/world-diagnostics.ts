@@ -15,6 +15,8 @@
 //       name         "Which colour covers the most of the image?": a colour word (7 answers), read from the image
 //       match-image  "Is there a <colour> object?": the question's colour matched against the image
 //       match-text   the same, with the scene's colours listed in the text and no image
+//       match-cot    match-image, answered after a step of reasoning that names the scene's colours
+//                    ("I see red and blue.\nYes"); scored by greedy decoding of that step, then the answer
 //       family:F     the world's own labelled items of family F (count, colour, shape, spatial,
 //                    compare), answered with the answer's first token alone (a digit, a letter or Yes/No)
 //     Truth is read from the pixels (nearest of the world's colours), as the render test does.
@@ -38,7 +40,7 @@ import { makeTinyModel, WORLD_MODEL_SHAPE } from '../src/tiny-model.js';
 import { benchQuestion } from '../src/visplay/eval.js';
 import { BACKGROUND_RGB, COLOUR_RGB, COLOURS, Rng } from '../src/world/generator.js';
 
-const LADDER = ['hint', 'detect', 'name', 'match-image', 'match-text'] as const;
+const LADDER = ['hint', 'detect', 'name', 'match-image', 'match-text', 'match-cot'] as const;
 const FAMILY_TASKS = ['family:count', 'family:colour', 'family:shape', 'family:spatial', 'family:compare'] as const;
 const TASKS = [...LADDER, ...FAMILY_TASKS] as const;
 type Task = (typeof TASKS)[number];
@@ -196,7 +198,11 @@ async function probe(policy: Policy, marker: string, images: string[]): Promise<
   };
 }
 
-interface LadderItem { image: DecodedImage; question: string; answer: string; choices: readonly string[] }
+interface LadderItem {
+  image: DecodedImage; question: string; answer: string; choices: readonly string[];
+  /** Trained (and at scoring, greedily generated) before the answer, ending in a newline. */
+  reasoning?: string;
+}
 
 const YES_NO = ['Yes', 'No'] as const;
 
@@ -235,6 +241,11 @@ async function ladderItems(task: Task, paths: string[], seed: number): Promise<L
     const colour = pool[Math.floor(rng.next() * pool.length)]!;
     const scene = COLOURS.filter((_, i) => counts[i]! > 40);
     const prefix = task === 'hint' ? `(${yes ? 'Yes' : 'No'}) ` : task === 'match-text' ? `The scene has ${scene.join(' and ')} objects. ` : '';
+    if (task === 'match-cot') {
+      out.push({ image: await loadImage(path), question: `Is there a ${colour} object in the image? Name the colours you see, then answer Yes or No.`,
+        answer: yes ? 'Yes' : 'No', choices: YES_NO, reasoning: `I see ${scene.join(' and ')}.\n` });
+      continue;
+    }
     out.push({ image: await loadImage(path), question: `${prefix}Is there a ${colour} object in the image? Answer Yes or No.`, answer: yes ? 'Yes' : 'No', choices: YES_NO });
   }
   return out;
@@ -263,9 +274,22 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
   const score = async (list: LadderItem[]) => {
     let right = 0;
     const said = new Map<string, number>();
+    const V = model.info.vocabSize;
+    const newline = model.tokenize('\n').at(-1)!;
     for (const it of list) {
-      const logits = await policy.logits(spec(it));
-      const last = logits.subarray(logits.length - model.info.vocabSize);
+      // With a reasoning step: greedy decoding up to its newline (at most 16 tokens), then the answer.
+      const prefix: number[] = [];
+      if (it.reasoning !== undefined) {
+        while (prefix.length < 16 && prefix.at(-1) !== newline) {
+          const l = await policy.logits(spec(it), prefix);
+          const row = l.subarray(l.length - V);
+          let best = 0;
+          for (let v = 1; v < V; v++) if (row[v]! > row[best]!) best = v;
+          prefix.push(best);
+        }
+      }
+      const logits = await policy.logits(spec(it), prefix.length > 0 ? prefix : undefined);
+      const last = logits.subarray(logits.length - V);
       const ids = choiceIds(it.choices);
       let k = 0;
       ids.forEach((id, j) => { if (last[id]! > last[ids[k]!]!) k = j; });
@@ -280,7 +304,9 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
   for (let s = 0; s < steps; s++) {
     const from = (s * perStep) % train.length;
     const batch = train.slice(from, from + perStep);
-    const groups: TrainGroup[] = batch.map((it) => ({ ...spec(it), samples: [{ tokens: [model.tokenize(it.answer)[0]!], advantage: 1 }] }));
+    const groups: TrainGroup[] = batch.map((it) => ({
+      ...spec(it), samples: [{ tokens: [...(it.reasoning ? model.tokenize(it.reasoning) : []), model.tokenize(it.answer)[0]!], advantage: 1 }],
+    }));
     losses.push((await policy.step(groups, { optimizer })).loss);
     if (!values.json && (s + 1) % 25 === 0) process.stderr.write(`  ${task}: step ${s + 1}/${steps}, loss ${losses.at(-1)!.toFixed(3)}\n`);
   }

@@ -7,6 +7,7 @@ import sharp from 'sharp';
 import { PACKAGE_ROOT } from '../../src/native.js';
 import { VisplayError, type VisplayErrorCode } from '../../src/errors.js';
 import { Model } from '../../src/model.js';
+import type { Policy } from '../../src/policy.js';
 import { makeTinyModel, type TinyModelFiles } from '../../src/tiny-model.js';
 
 export const TOOLS_DIR = join(PACKAGE_ROOT, 'build', 'bin');
@@ -64,4 +65,45 @@ export async function rejectsWith(run: () => Promise<unknown> | unknown, code: V
     else assert.match(caught.message, p);
   }
   return caught;
+}
+
+/** Deterministic pseudo-random numbers in [-0.5, 0.5). */
+export function lcg(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return s / 2147483648 - 0.5;
+  };
+}
+
+/** Gives every lora_b (the projector's too) a random value so that A receives gradients (B = 0 at initialisation). */
+export async function randomizeB(policy: Policy, seed: number, scale = 0.2): Promise<void> {
+  const rnd = lcg(seed);
+  for (const name of policy.tensorNames()) {
+    if (name.endsWith('lora_b')) await policy.setTensor(name, policy.getTensor(name).map(() => rnd() * scale));
+  }
+}
+
+/**
+ * Relative error of the directional derivative of `loss` along tensor `name`'s own gradient `g`
+ * against |g|, by central differences with steps 1e-2 and 3e-3 (truncation vs. rounding; the better
+ * one counts). The derivative along g is |g|, large enough that float32 noise in the loss (~1e-7)
+ * stays far below a 1e-3 tolerance. Restores the tensor.
+ */
+export async function directionalDerivativeError(policy: Policy, name: string, g: ArrayLike<number>, loss: () => Promise<number>): Promise<number> {
+  const norm = Math.hypot(...Array.from(g));
+  const t = policy.getTensor(name);
+  let best = Infinity;
+  try {
+    for (const h of [1e-2, 3e-3]) {
+      await policy.setTensor(name, t.map((x, i) => x + (h * g[i]!) / norm));
+      const plus = await loss();
+      await policy.setTensor(name, t.map((x, i) => x - (h * g[i]!) / norm));
+      const minus = await loss();
+      best = Math.min(best, Math.abs((plus - minus) / (2 * h) - norm) / norm);
+    }
+  } finally {
+    await policy.setTensor(name, t);
+  }
+  return best;
 }

@@ -7,29 +7,13 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Model } from '../../src/model.js';
-import type { Policy, TrainGroup } from '../../src/policy.js';
+import type { TrainGroup } from '../../src/policy.js';
 import { mergeLora, mergeProjector } from '../../src/quantize.js';
 import { makeTinyModel, type TinyModelFiles } from '../../src/tiny-model.js';
-import { patternPng, scratchDir } from './helpers.js';
+import { directionalDerivativeError, patternPng, randomizeB, scratchDir } from './helpers.js';
 
 const PROMPT = { messages: [{ role: 'user' as const, content: 'Describe the picture.' }] };
 const TOKENS = [100, 2000, 35, 9000, 77];
-
-/** Deterministic pseudo-random numbers in [-0.5, 0.5). */
-function lcg(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return s / 2147483648 - 0.5;
-  };
-}
-
-async function randomizeB(policy: Policy, seed: number, scale = 0.2): Promise<void> {
-  const rnd = lcg(seed);
-  for (const name of policy.tensorNames()) {
-    if (name.endsWith('lora_b')) await policy.setTensor(name, policy.getTensor(name).map(() => rnd() * scale));
-  }
-}
 
 /** Largest |a[i] - b[i]| over the last `rows` rows of a and all rows of b, both [rows][vocab]. */
 function maxTailDiff(a: Float32Array, b: Float32Array, rows: number, vocab: number): number {
@@ -97,17 +81,8 @@ describe('projector adapter (F32 tiny model)', () => {
         const g = ev.gradients![name]!;
         const norm = Math.hypot(...g);
         assert.ok(norm > 1e-3, `${name}: gradient norm ${norm}`);
-        const t = policy.getTensor(name);
-        let best = Infinity;
-        for (const h of [1e-2, 3e-3]) {
-          await policy.setTensor(name, t.map((x, i) => x + (h * g[i]!) / norm));
-          const plus = (await policy.evaluate(groups, { loss })).loss;
-          await policy.setTensor(name, t.map((x, i) => x - (h * g[i]!) / norm));
-          const minus = (await policy.evaluate(groups, { loss })).loss;
-          best = Math.min(best, Math.abs((plus - minus) / (2 * h) - norm) / norm);
-        }
-        await policy.setTensor(name, t);
-        assert.ok(best <= 1e-3, `${name}: relative error ${best}`);
+        const error = await directionalDerivativeError(policy, name, g, async () => (await policy.evaluate(groups, { loss })).loss);
+        assert.ok(error <= 1e-3, `${name}: relative error ${error}`);
       }
     } finally {
       policy.dispose();

@@ -8,30 +8,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Model } from '../../src/model.js';
 import { groupAdvantages } from '../../src/advantages.js';
-import { groupsFromRollout, type Policy, type TrainGroup } from '../../src/policy.js';
+import { groupsFromRollout, type TrainGroup } from '../../src/policy.js';
 import type { RolloutEngine } from '../../src/rollout.js';
 import { quantizeModel } from '../../src/quantize.js';
 import { makeTinyModel } from '../../src/tiny-model.js';
-import { TOOLS_DIR, patternPng, scratchDir, tinyFiles } from './helpers.js';
+import { TOOLS_DIR, directionalDerivativeError, patternPng, randomizeB, scratchDir, tinyFiles } from './helpers.js';
 
 const PROMPT = { messages: [{ role: 'user' as const, content: 'Describe the picture.' }] };
-
-/** Deterministic pseudo-random numbers in [-0.5, 0.5). */
-function lcg(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return s / 2147483648 - 0.5;
-  };
-}
-
-/** Gives every lora_b a random value so that A receives gradients too (B = 0 at initialisation). */
-async function randomizeB(policy: Policy, seed: number, scale = 0.2): Promise<void> {
-  const rnd = lcg(seed);
-  for (const name of policy.tensorNames()) {
-    if (name.endsWith('lora_b')) await policy.setTensor(name, policy.getTensor(name).map(() => rnd() * scale));
-  }
-}
 
 /** Largest |a[i] - b[i]| over rows [aRow0, aRow0 + rows) of a and [0, rows) of b, both [rows][vocab]. */
 function maxRowDiff(a: Float32Array, aRow0: number, b: Float32Array, rows: number, vocab: number): number {
@@ -171,17 +154,8 @@ describe('training engine (F32 tiny model)', () => {
             const g = ev.gradients![name]!;
             const norm = Math.hypot(...g);
             assert.ok(norm > 1e-3, `${name}: gradient norm ${norm}`);
-            const t = policy.getTensor(name);
-            let best = Infinity;
-            for (const h of [1e-2, 3e-3]) {
-              await policy.setTensor(name, t.map((x, i) => x + (h * g[i]!) / norm));
-              const plus = (await policy.evaluate(groups, { loss })).loss;
-              await policy.setTensor(name, t.map((x, i) => x - (h * g[i]!) / norm));
-              const minus = (await policy.evaluate(groups, { loss })).loss;
-              best = Math.min(best, Math.abs((plus - minus) / (2 * h) - norm) / norm);
-            }
-            await policy.setTensor(name, t);
-            assert.ok(best <= 1e-3, `${name}: relative error ${best}`);
+            const error = await directionalDerivativeError(policy, name, g, async () => (await policy.evaluate(groups, { loss })).loss);
+            assert.ok(error <= 1e-3, `${name}: relative error ${error}`);
           }
         } finally {
           policy.dispose();
