@@ -22,20 +22,25 @@
 //     Truth is read from the pixels (nearest of the world's colours), as the render test does.
 //     --curriculum trains the tasks one after another in one policy (each task's own steps and
 //     schedule) instead of each from the base; --projector-rank R also trains a rank-R update of the
-//     image rows (PolicyOptions.projectorRank, a trainable projector).
+//     image rows (PolicyOptions.projectorRank, a trainable projector). --aligned-projector runs the
+//     ladder on a copy of the model whose projector is fitted (ridge regression on the probe images'
+//     pixel truth) to map a cell's row onto the embedding of its colour word (" red"), and a
+//     background cell's onto " the": what a contrastively pre-trained encoder would give, folded
+//     into the mmproj with mergeProjector.
 //
 //   node --import tsx bench/world-diagnostics.ts --world DIR [--items 1200] [--epochs 3] [--lr 3e-3]
 //        [--tasks hint,detect,match-image,match-text] [--curriculum] [--projector-rank R] [--probe-images 300]
 //        [--block-std S] [--threads 2] [--json]
 // --block-std builds the base with another init scale of its blocks' matrices (WORLD_MODEL_SHAPE's is 0.088).
-import { existsSync, readFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { loadImage, type DecodedImage } from '../src/images.js';
 import { Model } from '../src/model.js';
 import type { OptimizerOptions, Policy, TrainGroup } from '../src/policy.js';
+import { mergeProjector } from '../src/quantize.js';
 import { makeTinyModel, WORLD_MODEL_SHAPE } from '../src/tiny-model.js';
 import { benchQuestion } from '../src/visplay/eval.js';
 import { BACKGROUND_RGB, COLOUR_RGB, COLOURS, Rng } from '../src/world/generator.js';
@@ -48,7 +53,7 @@ type Task = (typeof TASKS)[number];
 const { values } = parseArgs({ options: {
   world: { type: 'string' }, items: { type: 'string', default: '1200' }, epochs: { type: 'string', default: '3' },
   lr: { type: 'string', default: '3e-3' }, tasks: { type: 'string', default: 'hint,detect,match-image,match-text' },
-  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, 'projector-rank': { type: 'string', default: '0' }, curriculum: { type: 'boolean', default: false }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
+  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, 'projector-rank': { type: 'string', default: '0' }, curriculum: { type: 'boolean', default: false }, 'aligned-projector': { type: 'boolean', default: false }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
 } });
 if (!values.world || !existsSync(join(values.world, 'world.json'))) {
   console.error('usage: bench/world-diagnostics.ts --world DIR (a folder written by `visplay-native world`)');
@@ -321,9 +326,80 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
   };
 }
 
+/**
+ * A projector fitted so that image rows become words: M minimises sum_w ||M x - t||^2 + lambda ||M||^2
+ * over the probe images' rows x, with t the embedding of the cell's colour word (" red") or, for a
+ * background cell, of " the" (object cells weighted 5x). M is written as a projector adapter
+ * (A = I, B = M - I, rank n_embd) and folded into a copy of the mmproj. Returns its path and how
+ * often the nearest of the 8 target words to M x is the cell's own, on the last third of the images.
+ */
+async function alignedProjector(model: Model, mmproj: string, images: string[], out: string): Promise<{ mmproj: string; wordAccuracy: number; objectWordAccuracy: number }> {
+  const policy = await model.createPolicy({ rank: 1, threads, projectorRank: model.info.embeddingSize });
+  try {
+    const E = model.info.embeddingSize;
+    const wordRow = async (text: string) => {
+      const inputs = await policy.promptInputs({ prompt: text, images: [] });
+      if (inputs.tokens !== 1) throw new Error(`"${text}" is ${inputs.tokens} tokens`);
+      return Float64Array.from(inputs.embeddings);
+    };
+    const targets = [...await Promise.all(COLOURS.map((c) => wordRow(` ${c}`))), await wordRow(' the')];
+    const rows: Float32Array[] = [];
+    const labels: number[] = [];
+    const imageOf: number[] = [];
+    for (const [k, path] of images.entries()) {
+      const inputs = await policy.promptInputs({ prompt: model.info.projector!.marker, images: [path] });
+      const n = inputs.tokens - 2;
+      const { cells } = await readTruth(path, Math.round(Math.sqrt(n)));
+      for (let r = 0; r < n; r++) {
+        rows.push(inputs.embeddings.slice((r + 1) * E, (r + 2) * E));
+        labels.push(cells[r]!);
+        imageOf.push(k);
+      }
+    }
+    const fitImages = Math.floor((2 * images.length) / 3);
+    const A = new Float64Array(E * E);
+    const B = new Float64Array(E * E);
+    rows.forEach((x, i) => {
+      if (imageOf[i]! >= fitImages) return;
+      const w = labels[i]! < COLOURS.length ? 5 : 1;
+      const t = targets[labels[i]!]!;
+      for (let a = 0; a < E; a++) {
+        const xa = w * x[a]!;
+        for (let b = 0; b < E; b++) A[a * E + b]! += xa * x[b]!;
+        for (let o = 0; o < E; o++) B[a * E + o]! += xa * t[o]!;
+      }
+    });
+    const X = ridgeSolve(A, B, E, E, 1e-3);  // t^ = X^T x: M[o][j] = X[j][o]
+    let right = 0, scored = 0, objRight = 0, objScored = 0;
+    rows.forEach((x, i) => {
+      if (imageOf[i]! < fitImages) return;
+      const y = new Float64Array(E);
+      for (let j = 0; j < E; j++) for (let o = 0; o < E; o++) y[o]! += X[j * E + o]! * x[j]!;
+      let best = 0, bestD = Infinity;
+      targets.forEach((t, c) => { const d = t.reduce((a, v, o) => a + (v - y[o]!) ** 2, 0); if (d < bestD) { bestD = d; best = c; } });
+      scored++;
+      if (best === labels[i]) right++;
+      if (labels[i]! < COLOURS.length) { objScored++; if (best === labels[i]) objRight++; }
+    });
+    // projector.lora_a ne [E, E] (row k, column j at k*E + j) = I; lora_b ne [E, E] (row o, column k at o*E + k) = M - I.
+    await policy.setTensor('projector.lora_a', Float32Array.from({ length: E * E }, (_, i) => (Math.floor(i / E) === i % E ? 1 : 0)));
+    await policy.setTensor('projector.lora_b', Float32Array.from({ length: E * E }, (_, i) => {
+      const o = Math.floor(i / E), k = i % E;
+      return X[k * E + o]! - (o === k ? 1 : 0);
+    }));
+    mkdirSync(out, { recursive: true });
+    await policy.save(join(out, 'policy'));
+    const path = join(out, 'mmproj-aligned.gguf');
+    await mergeProjector(mmproj, join(out, 'policy'), path);
+    return { mmproj: path, wordAccuracy: right / scored, objectWordAccuracy: objRight / Math.max(1, objScored) };
+  } finally {
+    policy.dispose();
+  }
+}
+
 const blockStd = values['block-std'] === undefined ? undefined : Number(values['block-std']);
 const base = await makeTinyModel({ seed: 1, shape: { ...WORLD_MODEL_SHAPE, ...(blockStd === undefined ? {} : { blockStd }) } });
-const model = await Model.load({ model: base.modelPath, mmproj: base.mmprojPath, threads, gpuLayers: 0 });
+let model = await Model.load({ model: base.modelPath, mmproj: base.mmprojPath, threads, gpuLayers: 0 });
 const machine = `${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${cpus().length} cores, ${threads} threads`;
 try {
   const pretrainImages = [...new Set(readSplit('pretrain.jsonl').map((i) => join(world, i.image)))];
@@ -340,6 +416,14 @@ try {
     `distance from the mean row ${probed.spreadFromMean.toFixed(3)} (object cells ${probed.objectCellShift.toFixed(3)})`);
   log(`linear probe of the cell colour (7 classes, ${probed.images} images, fit on 2/3): all cells ${(100 * probed.probeAccuracyAllCells).toFixed(1)} %, ` +
     `object cells ${(100 * probed.probeAccuracyObjectCells).toFixed(1)} % of ${probed.objectCellsScored} (majority colour ${(100 * probed.majorityObjectCell).toFixed(1)} %)`);
+  let aligned: Awaited<ReturnType<typeof alignedProjector>> | undefined;
+  if (values['aligned-projector']) {
+    aligned = await alignedProjector(model, base.mmprojPath, pretrainImages.slice(0, Number(values['probe-images'])), mkdtempSync(join(tmpdir(), 'visplay-aligned-')));
+    log(`aligned projector: the nearest target word is the cell's own for ${(100 * aligned.wordAccuracy).toFixed(1)} % of held-out cells ` +
+      `(${(100 * aligned.objectWordAccuracy).toFixed(1)} % of object cells)`);
+    model.dispose();
+    model = await Model.load({ model: base.modelPath, mmproj: aligned.mmproj, threads, gpuLayers: 0 });
+  }
   const ladder: LadderResult[] = [];
   const items = Number(values.items);
   const newPolicy = () => model.createPolicy({
@@ -376,7 +460,7 @@ try {
   } finally {
     shared?.dispose();
   }
-  if (values.json) console.log(JSON.stringify({ machine, probe: probed, ladder, settings: { items, epochs: Number(values.epochs), lr: Number(values.lr), blockStd: blockStd ?? WORLD_MODEL_SHAPE.blockStd, curriculum: values.curriculum, projectorRank: Number(values['projector-rank']) } }, null, 2));
+  if (values.json) console.log(JSON.stringify({ machine, probe: probed, ladder, settings: { items, epochs: Number(values.epochs), lr: Number(values.lr), blockStd: blockStd ?? WORLD_MODEL_SHAPE.blockStd, curriculum: values.curriculum, projectorRank: Number(values['projector-rank']), aligned } }, null, 2));
 } finally {
   model.dispose();
 }
