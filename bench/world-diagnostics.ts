@@ -15,6 +15,9 @@
 //       name         "Which colour covers the most of the image?": a colour word (7 answers), read from the image
 //       match-image  "Is there a <colour> object?": the question's colour matched against the image
 //       match-text   the same, with the scene's colours listed in the text and no image
+//       match-grid-text  the same, with no image and the image's 8 x 8 cells written out as 64 words in
+//                    reading order (the cell's colour word, or "the" for background): an image whose
+//                    rows are words, at text positions (--grid-words N: N x N cells instead)
 //       match-cot    match-image, answered after a step of reasoning that names the scene's colours
 //                    ("I see red and blue.\nYes"); scored by greedy decoding of that step, then the answer
 //       family:F     the world's own labelled items of family F (count, colour, shape, spatial,
@@ -45,7 +48,7 @@ import { makeTinyModel, WORLD_MODEL_SHAPE } from '../src/tiny-model.js';
 import { benchQuestion } from '../src/visplay/eval.js';
 import { BACKGROUND_RGB, COLOUR_RGB, COLOURS, Rng } from '../src/world/generator.js';
 
-const LADDER = ['hint', 'detect', 'name', 'match-image', 'match-text', 'match-cot'] as const;
+const LADDER = ['hint', 'detect', 'name', 'match-image', 'match-text', 'match-grid-text', 'match-cot'] as const;
 const FAMILY_TASKS = ['family:count', 'family:colour', 'family:shape', 'family:spatial', 'family:compare'] as const;
 const TASKS = [...LADDER, ...FAMILY_TASKS] as const;
 type Task = (typeof TASKS)[number];
@@ -53,7 +56,7 @@ type Task = (typeof TASKS)[number];
 const { values } = parseArgs({ options: {
   world: { type: 'string' }, items: { type: 'string', default: '1200' }, epochs: { type: 'string', default: '3' },
   lr: { type: 'string', default: '3e-3' }, tasks: { type: 'string', default: 'hint,detect,match-image,match-text' },
-  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, 'projector-rank': { type: 'string', default: '0' }, curriculum: { type: 'boolean', default: false }, 'aligned-projector': { type: 'boolean', default: false }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
+  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, 'projector-rank': { type: 'string', default: '0' }, curriculum: { type: 'boolean', default: false }, 'aligned-projector': { type: 'boolean', default: false }, 'grid-words': { type: 'string', default: '8' }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
 } });
 if (!values.world || !existsSync(join(values.world, 'world.json'))) {
   console.error('usage: bench/world-diagnostics.ts --world DIR (a folder written by `visplay-native world`)');
@@ -230,6 +233,7 @@ async function ladderItems(task: Task, paths: string[], seed: number): Promise<L
   const out: LadderItem[] = [];
   for (const path of paths) {
     const { counts } = await readTruth(path, 1);
+    const grid = task === 'match-grid-text' ? (await readTruth(path, Number(values['grid-words']))).cells.map((c) => (c < COLOURS.length ? COLOURS[c]! : 'the')).join(' ') : '';
     if (task === 'name') {
       let best = -1;
       COLOURS.forEach((_, i) => { if (counts[i]! > 40 && (best < 0 || counts[i]! > counts[best]!)) best = i; });
@@ -245,7 +249,8 @@ async function ladderItems(task: Task, paths: string[], seed: number): Promise<L
     const pool = yes ? present : absent;
     const colour = pool[Math.floor(rng.next() * pool.length)]!;
     const scene = COLOURS.filter((_, i) => counts[i]! > 40);
-    const prefix = task === 'hint' ? `(${yes ? 'Yes' : 'No'}) ` : task === 'match-text' ? `The scene has ${scene.join(' and ')} objects. ` : '';
+    const prefix = task === 'hint' ? `(${yes ? 'Yes' : 'No'}) ` : task === 'match-text' ? `The scene has ${scene.join(' and ')} objects. `
+      : task === 'match-grid-text' ? `The picture: ${grid}.\n` : '';
     if (task === 'match-cot') {
       out.push({ image: await loadImage(path), question: `Is there a ${colour} object in the image? Name the colours you see, then answer Yes or No.`,
         answer: yes ? 'Yes' : 'No', choices: YES_NO, reasoning: `I see ${scene.join(' and ')}.\n` });
@@ -271,7 +276,7 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
   const perStep = PER_STEP;
   const steps = stepsOf(train, epochs);
   const choiceIds = (list: readonly string[]) => list.map((c) => model.tokenize(c)[0]!);
-  const withImage = task !== 'match-text';
+  const withImage = task !== 'match-text' && task !== 'match-grid-text';
   const spec = (it: LadderItem) => ({
     messages: [{ role: 'user' as const, content: withImage ? [{ type: 'image' as const }, { type: 'text' as const, text: it.question }] : it.question }],
     images: withImage ? [it.image] : [],
