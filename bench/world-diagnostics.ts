@@ -34,7 +34,8 @@
 //   node --import tsx bench/world-diagnostics.ts --world DIR [--items 1200] [--epochs 3] [--lr 3e-3]
 //        [--tasks hint,detect,match-image,match-text] [--curriculum] [--projector-rank R] [--probe-images 300]
 //        [--block-std S] [--threads 2] [--json]
-// --block-std builds the base with another init scale of its blocks' matrices (WORLD_MODEL_SHAPE's is 0.088).
+// --block-std builds the base with another init scale of its blocks' matrices (WORLD_MODEL_SHAPE's is 0.088);
+// --patch-size P with another ViT patch (14: 64 image rows per 224-pixel scene; 28: 16 rows).
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,7 +57,7 @@ type Task = (typeof TASKS)[number];
 const { values } = parseArgs({ options: {
   world: { type: 'string' }, items: { type: 'string', default: '1200' }, epochs: { type: 'string', default: '3' },
   lr: { type: 'string', default: '3e-3' }, tasks: { type: 'string', default: 'hint,detect,match-image,match-text' },
-  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, 'projector-rank': { type: 'string', default: '0' }, curriculum: { type: 'boolean', default: false }, 'aligned-projector': { type: 'boolean', default: false }, 'grid-words': { type: 'string', default: '8' }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
+  'probe-images': { type: 'string', default: '300' }, 'block-std': { type: 'string' }, 'patch-size': { type: 'string' }, 'projector-rank': { type: 'string', default: '0' }, curriculum: { type: 'boolean', default: false }, 'aligned-projector': { type: 'boolean', default: false }, 'grid-words': { type: 'string', default: '8' }, threads: { type: 'string', default: '2' }, json: { type: 'boolean', default: false },
 } });
 if (!values.world || !existsSync(join(values.world, 'world.json'))) {
   console.error('usage: bench/world-diagnostics.ts --world DIR (a folder written by `visplay-native world`)');
@@ -403,7 +404,10 @@ async function alignedProjector(model: Model, mmproj: string, images: string[], 
 }
 
 const blockStd = values['block-std'] === undefined ? undefined : Number(values['block-std']);
-const base = await makeTinyModel({ seed: 1, shape: { ...WORLD_MODEL_SHAPE, ...(blockStd === undefined ? {} : { blockStd }) } });
+const patchSize = values['patch-size'] === undefined ? undefined : Number(values['patch-size']);
+const base = await makeTinyModel({
+  seed: 1, shape: { ...WORLD_MODEL_SHAPE, ...(blockStd === undefined ? {} : { blockStd }), ...(patchSize === undefined ? {} : { patchSize }) },
+});
 let model = await Model.load({ model: base.modelPath, mmproj: base.mmprojPath, threads, gpuLayers: 0 });
 const machine = `${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${cpus().length} cores, ${threads} threads`;
 try {
@@ -416,7 +420,7 @@ try {
   } finally {
     policy.dispose();
   }
-  log(`machine: ${machine}; base: world model${blockStd === undefined ? '' : `, block std ${blockStd}`}`);
+  log(`machine: ${machine}; base: world model${blockStd === undefined ? '' : `, block std ${blockStd}`}${patchSize === undefined ? '' : `, patch ${patchSize}`}`);
   log(`image rows: ${probed.cellsPerImage} per image; norm ${probed.rowNorm.toFixed(3)}, of which the mean row ${probed.meanRowNorm.toFixed(3)}; ` +
     `distance from the mean row ${probed.spreadFromMean.toFixed(3)} (object cells ${probed.objectCellShift.toFixed(3)})`);
   log(`linear probe of the cell colour (7 classes, ${probed.images} images, fit on 2/3): all cells ${(100 * probed.probeAccuracyAllCells).toFixed(1)} %, ` +
@@ -465,7 +469,7 @@ try {
   } finally {
     shared?.dispose();
   }
-  if (values.json) console.log(JSON.stringify({ machine, probe: probed, ladder, settings: { items, epochs: Number(values.epochs), lr: Number(values.lr), blockStd: blockStd ?? WORLD_MODEL_SHAPE.blockStd, curriculum: values.curriculum, projectorRank: Number(values['projector-rank']), aligned } }, null, 2));
+  if (values.json) console.log(JSON.stringify({ machine, probe: probed, ladder, settings: { items, epochs: Number(values.epochs), lr: Number(values.lr), blockStd: blockStd ?? WORLD_MODEL_SHAPE.blockStd, patchSize: patchSize ?? 14, curriculum: values.curriculum, projectorRank: Number(values['projector-rank']), aligned } }, null, 2));
 } finally {
   model.dispose();
 }
