@@ -107,3 +107,18 @@ export async function directionalDerivativeError(policy: Policy, name: string, g
   }
   return best;
 }
+
+/**
+ * For each tensor of `names`: its gradient is not negligible (|g| > 1e-3) and matches the central
+ * difference of `loss` along it within a relative error of 1e-3 (directionalDerivativeError).
+ */
+export async function assertGradientsMatchFiniteDifferences(policy: Policy, names: readonly string[], gradients: Record<string, ArrayLike<number>>,
+  loss: () => Promise<number>): Promise<void> {
+  for (const name of names) {
+    const g = gradients[name]!;
+    const norm = Math.hypot(...Array.from(g));
+    assert.ok(norm > 1e-3, `${name}: gradient norm ${norm}`);
+    const error = await directionalDerivativeError(policy, name, g, loss);
+    assert.ok(error <= 1e-3, `${name}: relative error ${error}`);
+  }
+}
