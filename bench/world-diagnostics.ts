@@ -36,18 +36,17 @@
 //        [--block-std S] [--threads 2] [--json]
 // --block-std builds the base with another init scale of its blocks' matrices (WORLD_MODEL_SHAPE's is 0.088);
 // --patch-size P with another ViT patch (14: 64 image rows per 224-pixel scene; 28: 16 rows).
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import sharp from 'sharp';
 import { loadImage, type DecodedImage } from '../src/images.js';
 import { Model } from '../src/model.js';
 import type { OptimizerOptions, Policy, TrainGroup } from '../src/policy.js';
-import { mergeProjector } from '../src/quantize.js';
 import { makeTinyModel, WORLD_MODEL_SHAPE } from '../src/tiny-model.js';
 import { benchQuestion } from '../src/visplay/eval.js';
-import { BACKGROUND_RGB, COLOUR_RGB, COLOURS, Rng } from '../src/world/generator.js';
+import { alignProjector, readTruth, ridgeSolve, type AlignedProjector } from '../src/world/align.js';
+import { COLOURS, Rng } from '../src/world/generator.js';
 
 const LADDER = ['hint', 'detect', 'name', 'match-image', 'match-text', 'match-grid-text', 'match-cot'] as const;
 const FAMILY_TASKS = ['family:count', 'family:colour', 'family:shape', 'family:spatial', 'family:compare'] as const;
@@ -71,67 +70,6 @@ const log = (line: string) => { if (!values.json) console.log(line); };
 
 interface WorldItem { image: string; question: string; options?: string[]; answer: string; type: string; family: string }
 const readSplit = (file: string) => readFileSync(join(world, file), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as WorldItem);
-
-/** Per pixel, the index of the nearest world colour (COLOURS.length for the background). */
-function nearestColour(r: number, g: number, b: number): number {
-  let best: number = COLOURS.length;
-  let bestD = (r - BACKGROUND_RGB[0]) ** 2 + (g - BACKGROUND_RGB[1]) ** 2 + (b - BACKGROUND_RGB[2]) ** 2;
-  COLOURS.forEach((c, i) => {
-    const q = COLOUR_RGB[c];
-    const d = (r - q[0]) ** 2 + (g - q[1]) ** 2 + (b - q[2]) ** 2;
-    if (d < bestD) { bestD = d; best = i; }
-  });
-  return best;
-}
-
-/** Pixel counts per colour class over the whole image, and the dominant class of each grid cell. */
-async function readTruth(path: string, grid: number): Promise<{ counts: number[]; cells: number[] }> {
-  const { data, info } = await sharp(path).raw().toBuffer({ resolveWithObject: true });
-  const counts = new Array<number>(COLOURS.length + 1).fill(0);
-  const cellCounts = Array.from({ length: grid * grid }, () => new Array<number>(COLOURS.length + 1).fill(0));
-  const cell = info.width / grid;
-  for (let y = 0; y < info.height; y++) {
-    for (let x = 0; x < info.width; x++) {
-      const o = (y * info.width + x) * info.channels;
-      const k = nearestColour(data[o]!, data[o + 1]!, data[o + 2]!);
-      counts[k]!++;
-      cellCounts[Math.min(grid - 1, Math.floor(y / cell)) * grid + Math.min(grid - 1, Math.floor(x / cell))]![k]!++;
-    }
-  }
-  const cells = cellCounts.map((c) => {
-    let best: number = COLOURS.length;
-    for (let i = 0; i < COLOURS.length; i++) if (c[i]! > (best === COLOURS.length ? 0 : c[best]!)) best = i;
-    return best !== COLOURS.length && c[best]! >= 0.15 * cell * cell ? best : COLOURS.length;
-  });
-  return { counts, cells };
-}
-
-/** Solves (A + lambda I) X = B for symmetric positive definite A [n x n], B [n x m] (Cholesky). */
-function ridgeSolve(A: Float64Array, B: Float64Array, n: number, m: number, lambda: number): Float64Array {
-  const L = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      let s = A[i * n + j]! + (i === j ? lambda : 0);
-      for (let k = 0; k < j; k++) s -= L[i * n + k]! * L[j * n + k]!;
-      L[i * n + j] = i === j ? Math.sqrt(s) : s / L[j * n + j]!;
-    }
-  }
-  const X = new Float64Array(n * m);
-  for (let c = 0; c < m; c++) {
-    const y = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      let s = B[i * m + c]!;
-      for (let k = 0; k < i; k++) s -= L[i * n + k]! * y[k]!;
-      y[i] = s / L[i * n + i]!;
-    }
-    for (let i = n - 1; i >= 0; i--) {
-      let s = y[i]!;
-      for (let k = i + 1; k < n; k++) s -= L[k * n + i]! * X[k * m + c]!;
-      X[i * m + c] = s / L[i * n + i]!;
-    }
-  }
-  return X;
-}
 
 interface ProbeResult {
   images: number; cellsPerImage: number; rowNorm: number; meanRowNorm: number; spreadFromMean: number;
@@ -332,77 +270,6 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
   };
 }
 
-/**
- * A projector fitted so that image rows become words: M minimises sum_w ||M x - t||^2 + lambda ||M||^2
- * over the probe images' rows x, with t the embedding of the cell's colour word (" red") or, for a
- * background cell, of " the" (object cells weighted 5x). M is written as a projector adapter
- * (A = I, B = M - I, rank n_embd) and folded into a copy of the mmproj. Returns its path and how
- * often the nearest of the 8 target words to M x is the cell's own, on the last third of the images.
- */
-async function alignedProjector(model: Model, mmproj: string, images: string[], out: string): Promise<{ mmproj: string; wordAccuracy: number; objectWordAccuracy: number }> {
-  const policy = await model.createPolicy({ rank: 1, threads, projectorRank: model.info.embeddingSize });
-  try {
-    const E = model.info.embeddingSize;
-    const wordRow = async (text: string) => {
-      const inputs = await policy.promptInputs({ prompt: text, images: [] });
-      if (inputs.tokens !== 1) throw new Error(`"${text}" is ${inputs.tokens} tokens`);
-      return Float64Array.from(inputs.embeddings);
-    };
-    const targets = [...await Promise.all(COLOURS.map((c) => wordRow(` ${c}`))), await wordRow(' the')];
-    const rows: Float32Array[] = [];
-    const labels: number[] = [];
-    const imageOf: number[] = [];
-    for (const [k, path] of images.entries()) {
-      const inputs = await policy.promptInputs({ prompt: model.info.projector!.marker, images: [path] });
-      const n = inputs.tokens - 2;
-      const { cells } = await readTruth(path, Math.round(Math.sqrt(n)));
-      for (let r = 0; r < n; r++) {
-        rows.push(inputs.embeddings.slice((r + 1) * E, (r + 2) * E));
-        labels.push(cells[r]!);
-        imageOf.push(k);
-      }
-    }
-    const fitImages = Math.floor((2 * images.length) / 3);
-    const A = new Float64Array(E * E);
-    const B = new Float64Array(E * E);
-    rows.forEach((x, i) => {
-      if (imageOf[i]! >= fitImages) return;
-      const w = labels[i]! < COLOURS.length ? 5 : 1;
-      const t = targets[labels[i]!]!;
-      for (let a = 0; a < E; a++) {
-        const xa = w * x[a]!;
-        for (let b = 0; b < E; b++) A[a * E + b]! += xa * x[b]!;
-        for (let o = 0; o < E; o++) B[a * E + o]! += xa * t[o]!;
-      }
-    });
-    const X = ridgeSolve(A, B, E, E, 1e-3);  // t^ = X^T x: M[o][j] = X[j][o]
-    let right = 0, scored = 0, objRight = 0, objScored = 0;
-    rows.forEach((x, i) => {
-      if (imageOf[i]! < fitImages) return;
-      const y = new Float64Array(E);
-      for (let j = 0; j < E; j++) for (let o = 0; o < E; o++) y[o]! += X[j * E + o]! * x[j]!;
-      let best = 0, bestD = Infinity;
-      targets.forEach((t, c) => { const d = t.reduce((a, v, o) => a + (v - y[o]!) ** 2, 0); if (d < bestD) { bestD = d; best = c; } });
-      scored++;
-      if (best === labels[i]) right++;
-      if (labels[i]! < COLOURS.length) { objScored++; if (best === labels[i]) objRight++; }
-    });
-    // projector.lora_a ne [E, E] (row k, column j at k*E + j) = I; lora_b ne [E, E] (row o, column k at o*E + k) = M - I.
-    await policy.setTensor('projector.lora_a', Float32Array.from({ length: E * E }, (_, i) => (Math.floor(i / E) === i % E ? 1 : 0)));
-    await policy.setTensor('projector.lora_b', Float32Array.from({ length: E * E }, (_, i) => {
-      const o = Math.floor(i / E), k = i % E;
-      return X[k * E + o]! - (o === k ? 1 : 0);
-    }));
-    mkdirSync(out, { recursive: true });
-    await policy.save(join(out, 'policy'));
-    const path = join(out, 'mmproj-aligned.gguf');
-    await mergeProjector(mmproj, join(out, 'policy'), path);
-    return { mmproj: path, wordAccuracy: right / scored, objectWordAccuracy: objRight / Math.max(1, objScored) };
-  } finally {
-    policy.dispose();
-  }
-}
-
 const blockStd = values['block-std'] === undefined ? undefined : Number(values['block-std']);
 const patchSize = values['patch-size'] === undefined ? undefined : Number(values['patch-size']);
 const base = await makeTinyModel({
@@ -425,13 +292,13 @@ try {
     `distance from the mean row ${probed.spreadFromMean.toFixed(3)} (object cells ${probed.objectCellShift.toFixed(3)})`);
   log(`linear probe of the cell colour (7 classes, ${probed.images} images, fit on 2/3): all cells ${(100 * probed.probeAccuracyAllCells).toFixed(1)} %, ` +
     `object cells ${(100 * probed.probeAccuracyObjectCells).toFixed(1)} % of ${probed.objectCellsScored} (majority colour ${(100 * probed.majorityObjectCell).toFixed(1)} %)`);
-  let aligned: Awaited<ReturnType<typeof alignedProjector>> | undefined;
+  let aligned: AlignedProjector | undefined;
   if (values['aligned-projector']) {
-    aligned = await alignedProjector(model, base.mmprojPath, pretrainImages.slice(0, Number(values['probe-images'])), mkdtempSync(join(tmpdir(), 'visplay-aligned-')));
+    aligned = await alignProjector(model, base.mmprojPath, pretrainImages.slice(0, Number(values['probe-images'])), mkdtempSync(join(tmpdir(), 'visplay-aligned-')), { threads });
     log(`aligned projector: the nearest target word is the cell's own for ${(100 * aligned.wordAccuracy).toFixed(1)} % of held-out cells ` +
       `(${(100 * aligned.objectWordAccuracy).toFixed(1)} % of object cells)`);
     model.dispose();
-    model = await Model.load({ model: base.modelPath, mmproj: aligned.mmproj, threads, gpuLayers: 0 });
+    model = await Model.load({ model: base.modelPath, mmproj: aligned.mmprojPath, threads, gpuLayers: 0 });
   }
   const ladder: LadderResult[] = [];
   const items = Number(values.items);

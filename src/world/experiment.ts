@@ -22,7 +22,9 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, truncateSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Model } from '../model.js';
-import { cacheDir, makeTinyModel, WORLD_MODEL_SHAPE } from '../tiny-model.js';
+import { cacheDir, makeTinyModel, WORLD_MODEL_SHAPE, type TinyModelConfig } from '../tiny-model.js';
+import { alignProjector } from './align.js';
+import { readLabelled } from './pretrain.js';
 import { VisplayError } from '../errors.js';
 import type { EvolveConfig } from '../visplay/config.js';
 import { writeAtomic } from '../visplay/report/index.js';
@@ -42,6 +44,13 @@ export interface ExperimentOptions {
   worldOptions?: WorldOptions;
   /** Seed of the world model's random weights (default 1). */
   modelSeed?: number;
+  /** Changes to WORLD_MODEL_SHAPE (e.g. { patchSize: 28 }: 16 image rows per 224-pixel scene). */
+  modelShape?: Partial<TinyModelConfig>;
+  /**
+   * Fit an aligned projector (align.ts) on this many labelled images before pre-training, and use it
+   * as the base mmproj (default 0: the seeded projector).
+   */
+  alignImages?: number;
   /** Where pre-trained models are cached by their inputs (default: the package's cache folder). */
   pretrainCache?: string;
   pretrain?: Omit<PretrainOptions, 'world' | 'out' | 'onStep'>;
@@ -147,18 +156,39 @@ export async function runWorldExperiment(options: ExperimentOptions): Promise<Ex
   if (!existsSync(promptFile)) await writeAtomic(promptFile, `${JSON.stringify(WORLD_PROMPTS, null, 2)}\n`);
   // A folder holds one experiment: a rerun with other settings would mix their scores.
   const settingsPath = join(out, 'settings.json');
-  const settingsText = `${JSON.stringify({ world, modelSeed: options.modelSeed ?? 1, pretrain: options.pretrain ?? {}, seeds, arms, evolve: evolveConfig, evalSamples, evalLimit: options.evalLimit ?? null }, null, 2)}\n`;
+  const alignImages = options.alignImages ?? 0;
+  const modelShape = { ...WORLD_MODEL_SHAPE, ...options.modelShape };
+  // Keys only present when set, so that existing experiment folders keep their settings.
+  const modelSettings = { ...(options.modelShape ? { modelShape } : {}), ...(alignImages > 0 ? { alignImages } : {}) };
+  const settingsText = `${JSON.stringify({ world, modelSeed: options.modelSeed ?? 1, ...modelSettings, pretrain: options.pretrain ?? {}, seeds, arms, evolve: evolveConfig, evalSamples, evalLimit: options.evalLimit ?? null }, null, 2)}\n`;
   if (existsSync(settingsPath) && readFileSync(settingsPath, 'utf8') !== settingsText) {
     throw new VisplayError('ERR_CHECKPOINT', `${out} holds an experiment with other settings (${settingsPath}); choose another folder or remove it`);
   }
   await writeAtomic(settingsPath, settingsText);
-  const base = await makeTinyModel({ seed: options.modelSeed ?? 1, shape: WORLD_MODEL_SHAPE });
+  const tiny = await makeTinyModel({ seed: options.modelSeed ?? 1, shape: modelShape });
 
-  // 2. Pre-training, cached by (world, base model, settings).
+  // 2. Pre-training, cached by (world, base model, settings); first the aligned projector, if asked.
   const key = createHash('sha256').update(JSON.stringify({
-    version: PRETRAIN_VERSION, world: readFileSync(join(world, 'world.json'), 'utf8'), base: base.config, modelSeed: options.modelSeed ?? 1, pretrain: options.pretrain ?? {},
+    version: PRETRAIN_VERSION, world: readFileSync(join(world, 'world.json'), 'utf8'), base: tiny.config, modelSeed: options.modelSeed ?? 1, ...modelSettings,
+    pretrain: options.pretrain ?? {},
   })).digest('hex').slice(0, 16);
   const pretrainDir = join(options.pretrainCache ?? cacheDir(), `world-pretrain-${key}`);
+  let base = { modelPath: tiny.modelPath, mmprojPath: tiny.mmprojPath };
+  if (alignImages > 0) {
+    const alignedPath = join(pretrainDir, 'aligned', 'mmproj-aligned.gguf');
+    if (!existsSync(alignedPath)) {
+      emit({ type: 'stage', message: `aligning the projector on ${alignImages} labelled images` });
+      const images = [...new Set(readLabelled(world, 'pretrain.jsonl').map((i) => i.image))].slice(0, alignImages);
+      const model = await Model.load({ model: tiny.modelPath, mmproj: tiny.mmprojPath, threads: options.threads, repackWeights: false, gpuLayers: 0 });
+      try {
+        const fit = await alignProjector(model, tiny.mmprojPath, images, join(pretrainDir, 'aligned'), { threads: options.threads });
+        emit({ type: 'stage', message: `aligned projector: nearest word right for ${(100 * fit.objectWordAccuracy).toFixed(1)} % of held-out object cells` });
+      } finally {
+        model.dispose();
+      }
+    }
+    base = { ...base, mmprojPath: alignedPath };
+  }
   let summary: PretrainSummary | null;
   if (existsSync(join(pretrainDir, 'pretrain.json'))) {
     summary = JSON.parse(readFileSync(join(pretrainDir, 'pretrain.json'), 'utf8')) as PretrainSummary;
