@@ -61,6 +61,17 @@ int64_t get_i64(gguf_context * g, const char * key, int64_t fallback) {
     }
 }
 
+// Copies a saved file's tensors named as `pair`'s A and B (F32, same shapes) into them.
+void copy_saved_pair(ggml_context * data, LoraPair & pair, const std::string & path) {
+    for (ggml_tensor * dst : {pair.a, pair.b}) {
+        ggml_tensor * src = ggml_get_tensor(data, ggml_get_name(dst));
+        if (!src || src->type != GGML_TYPE_F32 || !ggml_are_same_shape(src, dst)) {
+            throw CodedError("ERR_CHECKPOINT", path + ": tensor " + ggml_get_name(dst) + " is missing or has another shape or type (an adapter for another model?)");
+        }
+        std::memcpy(dst->data, src->data, ggml_nbytes(dst));
+    }
+}
+
 void check_fingerprint(gguf_context * g, const std::string & fingerprint, const std::string & path) {
     const std::string saved = get_str(g, "visplay.base.fingerprint");
     if (!saved.empty() && saved != fingerprint) {
@@ -147,15 +158,7 @@ int64_t read_adapter_into(const std::string & path, const std::string & arch, co
     if (n_file != static_cast<int64_t>(pairs.size() * 2)) {
         throw CodedError("ERR_CHECKPOINT", path + " holds " + std::to_string(n_file) + " LoRA tensors, the policy has " + std::to_string(pairs.size() * 2));
     }
-    for (auto & lp : pairs) {
-        for (ggml_tensor * dst : {lp.a, lp.b}) {
-            ggml_tensor * src = ggml_get_tensor(data, ggml_get_name(dst));
-            if (!src || src->type != GGML_TYPE_F32 || !ggml_are_same_shape(src, dst)) {
-                throw CodedError("ERR_CHECKPOINT", path + ": tensor " + ggml_get_name(dst) + " is missing or has another shape or type (an adapter for another model?)");
-            }
-            std::memcpy(dst->data, src->data, ggml_nbytes(dst));
-        }
-    }
+    for (auto & lp : pairs) copy_saved_pair(data, lp, path);
     return get_i64(g.get(), "visplay.step", 0);
 }
 
@@ -178,13 +181,7 @@ int64_t read_projector_into(const std::string & path, const std::string & finger
     GgmlPtr data_owner(data);
     if (get_str(g.get(), "adapter.type") != "visplay-projector") throw CodedError("ERR_CHECKPOINT", path + " is not a projector adapter (adapter.type)");
     check_fingerprint(g.get(), fingerprint, path);
-    for (ggml_tensor * dst : {projector.a, projector.b}) {
-        ggml_tensor * src = ggml_get_tensor(data, ggml_get_name(dst));
-        if (!src || src->type != GGML_TYPE_F32 || !ggml_are_same_shape(src, dst)) {
-            throw CodedError("ERR_CHECKPOINT", path + ": tensor " + ggml_get_name(dst) + " is missing or has another shape or type");
-        }
-        std::memcpy(dst->data, src->data, ggml_nbytes(dst));
-    }
+    copy_saved_pair(data, projector, path);
     return get_i64(g.get(), "visplay.step", 0);
 }
 

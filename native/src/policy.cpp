@@ -195,40 +195,31 @@ void PolicyState::init_lora() {
             bases.emplace_back(name, it->second);
         }
     }
-    const size_t n_tensors = bases.size() * 4 + 1 + 4;
+    // Per pair: A, B and their gradient accumulators; room for the projector's pair; the loss seed.
+    const size_t n_tensors = (bases.size() + 1) * 4 + 1;
     ggml_init_params p = {ggml_tensor_overhead() * n_tensors, nullptr, true};
     lora_ctx_ = ggml_init(p);
-    pairs_.resize(bases.size());
-    for (size_t i = 0; i < bases.size(); ++i) {
-        LoraPair & lp = pairs_[i];
-        lp.base_name = bases[i].first;
-        lp.base = bases[i].second;
-        const int64_t n_in = lp.base->ne[0], n_out = lp.base->ne[1];
-        lp.a = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, n_in, options_.rank);
-        lp.b = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, options_.rank, n_out);
-        ggml_set_name(lp.a, (lp.base_name + ".lora_a").c_str());
-        ggml_set_name(lp.b, (lp.base_name + ".lora_b").c_str());
-        ggml_set_param(lp.a);
-        ggml_set_param(lp.b);
+    // A: ne [n_in, rank], B: ne [rank, n_out], named "<name>.lora_a/b"; both trained.
+    auto add_pair = [&](LoraPair & lp, const std::string & name, int64_t n_in, int rank, int64_t n_out) {
+        lp.base_name = name;
+        lp.a = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, n_in, rank);
+        lp.b = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, rank, n_out);
+        ggml_set_name(lp.a, (name + ".lora_a").c_str());
+        ggml_set_name(lp.b, (name + ".lora_b").c_str());
         for (ggml_tensor * t : {lp.a, lp.b}) {
-            params_.push_back(t);
-            grad_acc_.push_back(ggml_dup_tensor(lora_ctx_, t));
-        }
-    }
-    if (options_.projector_rank > 0) {
-        // After the LoRA pairs, so that the pairs' initialisation (and a projector-free policy's
-        // tensor order) is unchanged.
-        projector_.base_name = kProjectorName;
-        projector_.a = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, lm_.n_embd, options_.projector_rank);
-        projector_.b = ggml_new_tensor_2d(lora_ctx_, GGML_TYPE_F32, options_.projector_rank, lm_.n_embd);
-        ggml_set_name(projector_.a, (std::string(kProjectorName) + ".lora_a").c_str());
-        ggml_set_name(projector_.b, (std::string(kProjectorName) + ".lora_b").c_str());
-        for (ggml_tensor * t : {projector_.a, projector_.b}) {
             ggml_set_param(t);
             params_.push_back(t);
             grad_acc_.push_back(ggml_dup_tensor(lora_ctx_, t));
         }
+    };
+    pairs_.resize(bases.size());
+    for (size_t i = 0; i < bases.size(); ++i) {
+        pairs_[i].base = bases[i].second;
+        add_pair(pairs_[i], bases[i].first, bases[i].second->ne[0], options_.rank, bases[i].second->ne[1]);
     }
+    // After the LoRA pairs, so that the pairs' initialisation (and a projector-free policy's tensor
+    // order) is unchanged.
+    if (options_.projector_rank > 0) add_pair(projector_, kProjectorName, lm_.n_embd, options_.projector_rank, lm_.n_embd);
     loss_seed_ = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_F32, 1);
     lora_buf_ = ggml_backend_alloc_ctx_tensors(lora_ctx_, backend_);
     if (!lora_buf_) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the LoRA tensors");
@@ -238,18 +229,14 @@ void PolicyState::init_lora() {
 
     // PEFT's initialisation: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(n_in), 1/sqrt(n_in)), B = 0.
     Xoshiro rng(options_.seed);
-    for (auto & lp : pairs_) {
+    auto init_pair = [&](LoraPair & lp) {
         const float bound = 1.0f / std::sqrt(static_cast<float>(lp.a->ne[0]));
         float * a = static_cast<float *>(lp.a->data);
         for (int64_t i = 0; i < ggml_nelements(lp.a); ++i) a[i] = bound * (2.0f * rng.uniform() - 1.0f);
         std::memset(lp.b->data, 0, ggml_nbytes(lp.b));
-    }
-    if (projector_.a) {
-        const float bound = 1.0f / std::sqrt(static_cast<float>(projector_.a->ne[0]));
-        float * a = static_cast<float *>(projector_.a->data);
-        for (int64_t i = 0; i < ggml_nelements(projector_.a); ++i) a[i] = bound * (2.0f * rng.uniform() - 1.0f);
-        std::memset(projector_.b->data, 0, ggml_nbytes(projector_.b));
-    }
+    };
+    for (auto & lp : pairs_) init_pair(lp);
+    if (projector_.a) init_pair(projector_);
     std::memcpy(rng_state_, rng.s, sizeof(rng_state_));
     adam_m_.assign(params_.size(), {});
     adam_v_.assign(params_.size(), {});
