@@ -16,8 +16,9 @@ export interface LoadModelOptions {
   mmproj: string;
   /**
    * Layers offloaded to the GPU on a CUDA build (default: all there are; ignored on CPU builds).
-   * Rollouts run there; the trainer is CPU-only, so `createPolicy` on a model with GPU layers
-   * fails with ERR_GPU_WEIGHTS: load the model to train with 0.
+   * Rollouts run there, and so does the trainer when every layer and the output head are there
+   * (all layers, the default); `createPolicy` on a model split between CPU and GPU fails with
+   * ERR_GPU_WEIGHTS. With 0 the trainer runs on the CPU.
    */
   gpuLayers?: number;
   /** Encode images with the vision tower on the GPU on a CUDA build (default true). */

@@ -415,4 +415,6 @@ double grad_sum_squares_cuda(const AdamWTensor * h_tensors, int n_tensors, void 
     return *scratch.host;
 }
 
+void cuda_stream_synchronize(void * stream) { check_cuda(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize"); }
+
 }  // namespace visplay

@@ -98,6 +98,8 @@ void lora_adamw_cuda(const AdamWTensor * h_tensors, int n_tensors, const AdamWCo
 //   return the value. Uses a small per-device scratch buffer kept for the life of the process;
 //   concurrent calls in one process take turns (a mutex held until the value is back).
 double grad_sum_squares_cuda(const AdamWTensor * h_tensors, int n_tensors, void * stream);
+// Waits for the work queued on `stream` (the trainer orders our kernels against ggml's own stream).
+void cuda_stream_synchronize(void * stream);
 #endif
 
 namespace detail {

@@ -68,7 +68,18 @@ void copy_saved_pair(ggml_context * data, LoraPair & pair, const std::string & p
         if (!src || src->type != GGML_TYPE_F32 || !ggml_are_same_shape(src, dst)) {
             throw CodedError("ERR_CHECKPOINT", path + ": tensor " + ggml_get_name(dst) + " is missing or has another shape or type (an adapter for another model?)");
         }
-        std::memcpy(dst->data, src->data, ggml_nbytes(dst));
+        ggml_backend_tensor_set(dst, src->data, 0, ggml_nbytes(dst));  // host or GPU memory (a GPU trainer's pairs)
+    }
+}
+
+// gguf_add_tensor keeps the tensor's data pointer and the writer reads it as host memory: a tensor
+// in GPU memory (the GPU trainer's pairs) is copied to `staging` first, which must outlive the write.
+void add_tensor_host(gguf_context * g, const ggml_tensor * t, std::vector<std::vector<uint8_t>> & staging) {
+    gguf_add_tensor(g, t);
+    if (t->buffer && !ggml_backend_buffer_is_host(t->buffer)) {
+        staging.emplace_back(ggml_nbytes(t));
+        ggml_backend_tensor_get(t, staging.back().data(), 0, ggml_nbytes(t));
+        gguf_set_tensor_data(g, ggml_get_name(t), staging.back().data());
     }
 }
 
@@ -134,9 +145,10 @@ void write_adapter_file(const std::string & path, const std::string & arch, cons
     gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(options.projector_rank));
     gguf_set_val_i64(g.get(), "visplay.step", step);
     gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
+    std::vector<std::vector<uint8_t>> staging;
     for (const auto & lp : pairs) {
-        gguf_add_tensor(g.get(), lp.a);
-        gguf_add_tensor(g.get(), lp.b);
+        add_tensor_host(g.get(), lp.a, staging);
+        add_tensor_host(g.get(), lp.b, staging);
     }
     write_atomically(path, [&](const std::string & tmp) {
         write_gguf(g.get(), tmp, "the adapter");
@@ -170,8 +182,9 @@ void write_projector_file(const std::string & path, const LoraPair & projector, 
     gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(projector.a->ne[1]));
     gguf_set_val_i64(g.get(), "visplay.step", step);
     gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
-    gguf_add_tensor(g.get(), projector.a);
-    gguf_add_tensor(g.get(), projector.b);
+    std::vector<std::vector<uint8_t>> staging;
+    add_tensor_host(g.get(), projector.a, staging);
+    add_tensor_host(g.get(), projector.b, staging);
     write_atomically(path, [&](const std::string & tmp) { write_gguf(g.get(), tmp, "the projector adapter"); });
 }
 
@@ -280,8 +293,9 @@ LoadedOptimizer read_optimizer_file(const std::string & path, const std::string 
 bool write_adapter_weight(llama_adapter_lora * adapter, const LoraPair & pair) {
     auto it = adapter->ab_map.find(pair.base_name);
     if (it == adapter->ab_map.end()) return false;
-    ggml_backend_tensor_set(it->second.a, pair.a->data, 0, ggml_nbytes(pair.a));
-    ggml_backend_tensor_set(it->second.b, pair.b->data, 0, ggml_nbytes(pair.b));
+    // Host -> device, or device -> device when the trainer runs on the GPU that holds the adapter.
+    ggml_backend_tensor_copy(pair.a, it->second.a);
+    ggml_backend_tensor_copy(pair.b, it->second.b);
     return true;
 }
 

@@ -283,13 +283,8 @@ Napi::Value AddonModel::create_policy(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     auto s = state(env);
     if (info.Length() < 1 || !info[0].IsObject()) throw_js(env, "ERR_INVALID_ARG", "createPolicy expects an options object");
-    if (s->gpu_weight_tensors > 0) {
-        // The trainer's graph reads the frozen weights in place on the CPU backend; device memory
-        // is not addressable there (training on the CUDA backend is not built yet).
-        throw_js(env, "ERR_GPU_WEIGHTS", std::to_string(s->gpu_weight_tensors) +
-                 " weight tensors of this model are in GPU memory, and the trainer runs on the CPU only; load the "
-                 "model with gpuLayers: 0 to train on it (a second Model with GPU layers can serve rollouts)");
-    }
+    // Where the trainer runs (CPU, or the GPU that holds every weight) and ERR_GPU_WEIGHTS for a
+    // model split between them: PolicyState's constructor.
     return visplay::create_policy(env, s, info[0].As<Napi::Object>(), info.This().As<Napi::Object>());
 }
 

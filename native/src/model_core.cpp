@@ -72,6 +72,8 @@ std::shared_ptr<ModelState> ModelState::load(const LoadOptions & options) {
     }
     state->vocab = llama_model_get_vocab(state->model);
     state->gpu_weight_tensors = count_gpu_tensors(state->model);
+    // No mmproj: a text-only model (the C++ references of native/test; JS always passes one).
+    if (options.mmproj_path.empty()) return state;
 
     mtmd_context_params cparams = mtmd_context_params_default();
     cparams.use_gpu = options.use_gpu_for_vision && !options.cpu_only;

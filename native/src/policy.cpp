@@ -80,14 +80,40 @@ void compute(ggml_backend_t backend, ggml_cgraph * g) {
     if (ggml_backend_graph_compute(backend, g) != GGML_STATUS_SUCCESS) throw CodedError("ERR_COMPUTE", "ggml graph computation failed");
 }
 
+// A GPU backend aborts the process on an op it cannot compute; ask first and fail with the op's
+// name instead (the CPU backend computes every op the graphs use).
+void check_supported(ggml_backend_t backend, ggml_cgraph * g) {
+    for (int i = 0; i < ggml_graph_n_nodes(g); ++i) {
+        ggml_tensor * node = ggml_graph_node(g, i);
+        if (ggml_is_empty(node) || node->op == GGML_OP_NONE || node->op == GGML_OP_RESHAPE || node->op == GGML_OP_VIEW ||
+            node->op == GGML_OP_PERMUTE || node->op == GGML_OP_TRANSPOSE) {
+            continue;
+        }
+        if (!ggml_backend_supports_op(backend, node)) {
+            std::string types;
+            for (int j = 0; j < GGML_MAX_SRC && node->src[j]; ++j) types += std::string(j ? ", " : "") + ggml_type_name(node->src[j]->type);
+            throw CodedError("ERR_UNSUPPORTED_MODEL", std::string("the ") + ggml_backend_name(backend) + " backend cannot compute " + ggml_op_desc(node) +
+                                                          " (" + types + " -> " + ggml_type_name(node->type) + ", node '" + ggml_get_name(node) +
+                                                          "') of the training graph");
+        }
+    }
+}
+
 void alloc_graph(ggml_gallocr_t alloc, ggml_cgraph * g) {
     if (!ggml_gallocr_alloc_graph(alloc, g)) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the training graph's buffers");
 }
 
 // One row of a (possibly quantized) weight matrix as floats: row r of ne [n, rows].
+void row_to_float(ggml_type type, const uint8_t * src, int64_t n, float * out) {
+    if (type == GGML_TYPE_F32) {
+        std::memcpy(out, src, n * sizeof(float));
+    } else {
+        ggml_get_type_traits(type)->to_float(src, out, n);
+    }
+}
+
 void weight_row(const ggml_tensor * w, int64_t r, float * out, std::vector<uint8_t> & scratch) {
     const size_t nb = w->nb[1];
-    const int64_t n = w->ne[0];
     const uint8_t * src;
     if (ggml_backend_buffer_is_host(w->buffer)) {
         src = static_cast<const uint8_t *>(w->data) + r * nb;
@@ -96,18 +122,20 @@ void weight_row(const ggml_tensor * w, int64_t r, float * out, std::vector<uint8
         ggml_backend_tensor_get(w, scratch.data(), r * nb, nb);
         src = scratch.data();
     }
-    if (w->type == GGML_TYPE_F32) {
-        std::memcpy(out, src, n * sizeof(float));
-    } else {
-        ggml_get_type_traits(w->type)->to_float(src, out, n);
-    }
+    row_to_float(w->type, src, w->ne[0], out);
+}
+
+// A whole F32 tensor into a host vector, from host or GPU memory.
+void tensor_to_host(const ggml_tensor * t, std::vector<float> & out) {
+    out.resize(ggml_nelements(t));
+    ggml_backend_tensor_get(t, out.data(), 0, ggml_nbytes(t));
 }
 
 int graph_size_for(const LmView & lm) { return 4096 + lm.n_layer * 768; }
 
 }  // namespace
 
-std::shared_ptr<TransposedHead> transposed_head(ModelState & model, const LmView & lm);
+std::shared_ptr<TransposedHead> transposed_head(ModelState & model, const LmView & lm, ggml_backend_buffer_type_t buft);
 
 struct PolicyState::MicroBatch {
     struct Unit {
@@ -144,20 +172,48 @@ PolicyState::PolicyState(std::shared_ptr<ModelState> model, const PolicyOptions 
     }
     n_threads_ = options_.threads > 0 ? options_.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
-    // The frozen weights are used in place: they must be plain host memory. llama.cpp repacks some
-    // quantized types for faster CPU matmuls (CPU_REPACK), a layout the backward pass cannot read.
+    // The frozen weights are used in place, where llama.cpp put them: all in host memory (the CPU
+    // trainer) or all on one GPU (the GPU trainer, on that device's backend). The token embeddings
+    // are read row by row on the host wherever they are. llama.cpp repacks some quantized types for
+    // faster CPU matmuls (CPU_REPACK), a layout the backward pass cannot read.
+    ggml_backend_dev_t gpu_dev = nullptr;
+    std::string host_weight, gpu_weight;
     for (const auto & [name, t] : lm_.by_name) {
+        if (t == lm_.tok_embd) continue;
         const char * buft = ggml_backend_buft_name(ggml_backend_buffer_get_type(t->buffer));
-        if (!ggml_backend_buffer_is_host(t->buffer) || std::strstr(buft, "REPACK")) {
-            throw CodedError("ERR_UNSUPPORTED_MODEL", "weight '" + name + "' lives in a '" + buft +
-                                                          "' buffer the CPU trainer cannot read; load the model with repackWeights: false and gpuLayers: 0 to train on it");
+        if (ggml_backend_buffer_is_host(t->buffer)) {
+            if (std::strstr(buft, "REPACK")) {
+                throw CodedError("ERR_UNSUPPORTED_MODEL", "weight '" + name + "' lives in a '" + buft +
+                                                              "' buffer the trainer cannot read; load the model with repackWeights: false to train on it");
+            }
+            host_weight = name;
+            continue;
         }
+        ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
+        if (!dev || (gpu_dev && dev != gpu_dev)) throw CodedError("ERR_GPU_WEIGHTS", "the model's weights are spread over several devices; the trainer needs them on one");
+        gpu_dev = dev;
+        gpu_weight = name;
+    }
+    if (gpu_dev && !host_weight.empty()) {
+        throw CodedError("ERR_GPU_WEIGHTS", "weight '" + gpu_weight + "' is in GPU memory and '" + host_weight +
+                                                "' in host memory: the trainer runs where all of them are; load the model with gpuLayers: 0 "
+                                                "(CPU) or at least " + std::to_string(lm_.n_layer + 1) + " (every layer and the output on the GPU)");
     }
 
-    backend_ = ggml_backend_cpu_init();
-    if (!backend_) throw CodedError("ERR_OUT_OF_MEMORY", "could not start the ggml CPU backend");
-    ggml_backend_cpu_set_n_threads(backend_, n_threads_);
-    ggml_backend_cpu_set_abort_callback(backend_, exiting_abort_callback, nullptr);  // a step in flight stops when the process exits
+    if (gpu_dev) {
+#ifdef VISPLAY_CUDA
+        backend_ = ggml_backend_dev_init(gpu_dev, nullptr);
+        if (!backend_) throw CodedError("ERR_OUT_OF_MEMORY", std::string("could not start the ggml backend of ") + ggml_backend_dev_name(gpu_dev));
+        on_gpu_ = true;
+#else
+        throw CodedError("ERR_GPU_WEIGHTS", "the model's weights are on a GPU, and this build has no CUDA trainer (build with VISPLAY_CUDA=1)");
+#endif
+    } else {
+        backend_ = ggml_backend_cpu_init();
+        if (!backend_) throw CodedError("ERR_OUT_OF_MEMORY", "could not start the ggml CPU backend");
+        ggml_backend_cpu_set_n_threads(backend_, n_threads_);
+        ggml_backend_cpu_set_abort_callback(backend_, exiting_abort_callback, nullptr);  // a step in flight stops when the process exits
+    }
     trunk_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
     head_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
     head2_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
@@ -195,8 +251,9 @@ void PolicyState::init_lora() {
             bases.emplace_back(name, it->second);
         }
     }
-    // Per pair: A, B and their gradient accumulators; room for the projector's pair; the loss seed.
-    const size_t n_tensors = (bases.size() + 1) * 4 + 1;
+    // Per pair: A, B, their gradient accumulators and (GPU) AdamW moments; room for the projector's
+    // pair; the loss seed.
+    const size_t n_tensors = (bases.size() + 1) * 8 + 1;
     ggml_init_params p = {ggml_tensor_overhead() * n_tensors, nullptr, true};
     lora_ctx_ = ggml_init(p);
     // A: ne [n_in, rank], B: ne [rank, n_out], named "<name>.lora_a/b"; both trained.
@@ -210,6 +267,10 @@ void PolicyState::init_lora() {
             ggml_set_param(t);
             params_.push_back(t);
             grad_acc_.push_back(ggml_dup_tensor(lora_ctx_, t));
+            if (on_gpu_) {  // the CPU trainer keeps its moments in adam_m_ / adam_v_
+                moment_m_.push_back(ggml_dup_tensor(lora_ctx_, t));
+                moment_v_.push_back(ggml_dup_tensor(lora_ctx_, t));
+            }
         }
     };
     pairs_.resize(bases.size());
@@ -224,16 +285,22 @@ void PolicyState::init_lora() {
     lora_buf_ = ggml_backend_alloc_ctx_tensors(lora_ctx_, backend_);
     if (!lora_buf_) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the LoRA tensors");
     by_base_.clear();
-    for (const auto & lp : pairs_) by_base_[lp.base] = &lp;
-    *static_cast<float *>(loss_seed_->data) = 1.0f;
+    for (auto & lp : pairs_) by_base_[lp.base] = &lp;
+    const float one = 1.0f;
+    ggml_backend_tensor_set(loss_seed_, &one, 0, sizeof(one));
+    for (ggml_tensor * t : moment_m_) ggml_backend_tensor_memset(t, 0, 0, ggml_nbytes(t));
+    for (ggml_tensor * t : moment_v_) ggml_backend_tensor_memset(t, 0, 0, ggml_nbytes(t));
 
     // PEFT's initialisation: A ~ kaiming_uniform(a = sqrt(5)) = U(-1/sqrt(n_in), 1/sqrt(n_in)), B = 0.
+    // Written through ggml_backend_tensor_set: the tensors are in host or GPU memory.
     Xoshiro rng(options_.seed);
+    std::vector<float> a;
     auto init_pair = [&](LoraPair & lp) {
         const float bound = 1.0f / std::sqrt(static_cast<float>(lp.a->ne[0]));
-        float * a = static_cast<float *>(lp.a->data);
-        for (int64_t i = 0; i < ggml_nelements(lp.a); ++i) a[i] = bound * (2.0f * rng.uniform() - 1.0f);
-        std::memset(lp.b->data, 0, ggml_nbytes(lp.b));
+        a.resize(ggml_nelements(lp.a));
+        for (float & x : a) x = bound * (2.0f * rng.uniform() - 1.0f);
+        ggml_backend_tensor_set(lp.a, a.data(), 0, ggml_nbytes(lp.a));
+        ggml_backend_tensor_memset(lp.b, 0, 0, ggml_nbytes(lp.b));
     };
     for (auto & lp : pairs_) init_pair(lp);
     if (projector_.a) init_pair(projector_);
@@ -245,7 +312,7 @@ void PolicyState::init_lora() {
         adam_v_[i].assign(ggml_nelements(params_[i]), 0.0f);
     }
 
-    output_t_ = transposed_head(*model_, lm_);
+    output_t_ = transposed_head(*model_, lm_, ggml_backend_get_default_buffer_type(backend_));
 }
 
 TransposedHead::~TransposedHead() {
@@ -254,8 +321,9 @@ TransposedHead::~TransposedHead() {
 }
 
 // F32 when it fits in 512 MiB, which keeps d logits in F32 too; F16 beyond that (a 3B model's
-// 151,936 x 2048 head: 622 MB in F16).
-std::shared_ptr<TransposedHead> transposed_head(ModelState & model, const LmView & lm) {
+// 151,936 x 2048 head: 622 MB in F16). In `buft`: host memory for the CPU trainer, the GPU's for
+// the GPU trainer (a model is placed on one or the other, so one head serves every policy of it).
+std::shared_ptr<TransposedHead> transposed_head(ModelState & model, const LmView & lm, ggml_backend_buffer_type_t buft) {
     std::lock_guard<std::mutex> lock(model.head_mutex);
     if (auto existing = model.transposed_head.lock()) return std::static_pointer_cast<TransposedHead>(existing);
     auto h = std::make_shared<TransposedHead>();
@@ -263,21 +331,34 @@ std::shared_ptr<TransposedHead> transposed_head(ModelState & model, const LmView
     ggml_init_params p = {ggml_tensor_overhead(), nullptr, true};
     h->ctx = ggml_init(p);
     h->t = ggml_new_tensor_2d(h->ctx, f32 ? GGML_TYPE_F32 : GGML_TYPE_F16, lm.n_vocab, lm.n_embd);
-    h->buf = ggml_backend_alloc_ctx_tensors_from_buft(h->ctx, ggml_backend_cpu_buffer_type());
+    h->buf = ggml_backend_alloc_ctx_tensors_from_buft(h->ctx, buft);
     if (!h->buf) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the transposed vocabulary head");
+    // The output weight in host memory: in place, or one copy of the whole tensor from the GPU
+    // (row by row would be one transfer per vocabulary entry).
+    const ggml_tensor * w = lm.output;
+    std::vector<uint8_t> w_host;
+    const uint8_t * w_data = static_cast<const uint8_t *>(w->data);
+    if (!ggml_backend_buffer_is_host(w->buffer)) {
+        w_host.resize(ggml_nbytes(w));
+        ggml_backend_tensor_get(w, w_host.data(), 0, w_host.size());
+        w_data = w_host.data();
+    }
+    const bool in_place = ggml_backend_buffer_is_host(h->buf);
+    std::vector<uint8_t> staging(in_place ? 0 : ggml_nbytes(h->t));
+    uint8_t * dst_data = in_place ? static_cast<uint8_t *>(h->t->data) : staging.data();
     std::vector<float> row(lm.n_embd);
-    std::vector<uint8_t> scratch;
     const int64_t V = lm.n_vocab;
     for (int64_t v = 0; v < V; ++v) {
-        weight_row(lm.output, v, row.data(), scratch);
+        row_to_float(w->type, w_data + v * w->nb[1], lm.n_embd, row.data());
         if (f32) {
-            float * dst = static_cast<float *>(h->t->data);
+            float * dst = reinterpret_cast<float *>(dst_data);
             for (int e = 0; e < lm.n_embd; ++e) dst[e * V + v] = row[e];
         } else {
-            ggml_fp16_t * dst = static_cast<ggml_fp16_t *>(h->t->data);
+            ggml_fp16_t * dst = reinterpret_cast<ggml_fp16_t *>(dst_data);
             for (int e = 0; e < lm.n_embd; ++e) dst[e * V + v] = ggml_fp32_to_fp16(row[e]);
         }
     }
+    if (!in_place) ggml_backend_tensor_set(h->t, staging.data(), 0, staging.size());
     model.transposed_head = h;
     return h;
 }
@@ -297,6 +378,27 @@ PromptInputs PolicyState::prompt_inputs(const std::vector<ImageInput> & images, 
 
 PromptInputs PolicyState::prepare_prompt(const std::vector<ImageInput> & images, const TrainGroup & group,
                                          std::unordered_map<std::string, std::vector<float>> & cache, int & encodes) {
+    if (!group.prompt_tokens.empty()) {
+        // Token ids given directly (text only): no tokenizer, no mtmd (a text-only model has none).
+        if (!group.images.empty()) throw CodedError("ERR_INVALID_ARG", "a prompt given as token ids cannot have images");
+        PromptInputs out;
+        std::vector<uint8_t> scratch;
+        const int P = static_cast<int>(group.prompt_tokens.size());
+        out.embd.resize(static_cast<size_t>(P) * lm_.n_embd);
+        for (int i = 0; i < P; ++i) {
+            const int32_t t = group.prompt_tokens[i];
+            if (t < 0 || t >= lm_.n_vocab) throw CodedError("ERR_INVALID_ARG", "prompt token id " + std::to_string(t) + " is outside the vocabulary");
+            weight_row(lm_.tok_embd, t, out.embd.data() + static_cast<size_t>(i) * lm_.n_embd, scratch);
+        }
+        out.is_image.assign(P, 0);
+        out.n_tokens = P;
+        out.next_pos = P;
+        out.pos.assign(lm_.mrope ? 4 * P : P, 0);
+        for (int i = 0; i < P; ++i) {
+            for (int s = 0; s < (lm_.mrope ? 3 : 1); ++s) out.pos[s * P + i] = i;  // M-RoPE text: t = y = x, z = 0
+        }
+        return out;
+    }
     std::vector<BitmapPtr> owned;
     std::vector<const mtmd_bitmap *> bitmaps;
     for (int idx : group.images) {
@@ -405,6 +507,13 @@ PolicyState::Head & PolicyState::head(int rows) {
     ggml_build_forward_expand(h->g2, h->dhidden);
     alloc_graph(head_alloc_, h->g1);
     alloc_graph(head2_alloc_, h->g2);
+    if (on_gpu_) {
+        check_supported(backend_, h->g1);
+        check_supported(backend_, h->g2);
+        // The loss is computed on the host: logits come down and d logits go up, [rows, n_vocab] each.
+        h->logits_host.resize(static_cast<size_t>(rows) * lm_.n_vocab);
+        h->dlogits_host.resize(static_cast<size_t>(rows) * lm_.n_vocab);
+    }
     head_ = std::move(h);
     return *head_;
 }
@@ -417,6 +526,7 @@ std::vector<float> PolicyState::forward_hidden(const MicroBatchInputs & in, bool
     ggml_cgraph * gf = ggml_new_graph_custom(g.ctx, graph_size_for(lm_), false);
     ggml_build_forward_expand(gf, lg.hidden);
     alloc_graph(trunk_alloc_, gf);
+    if (on_gpu_) check_supported(backend_, gf);
     set_inputs(lg.in, in);
     compute(backend_, gf);
     std::vector<float> hidden(static_cast<size_t>(in.preds) * lm_.n_embd);
@@ -583,7 +693,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
 
     const bool backward = apply || want_grads;
     if (backward) {
-        for (ggml_tensor * acc : grad_acc_) std::memset(acc->data, 0, ggml_nbytes(acc));
+        for (ggml_tensor * acc : grad_acc_) ggml_backend_tensor_memset(acc, 0, 0, ggml_nbytes(acc));
     }
     out.logprobs.resize(n_seq);
     if (loss.kl_coef != 0) out.ref_logprobs.resize(n_seq);
@@ -645,6 +755,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
             for (int i = 0; i < ggml_graph_n_nodes(gb); ++i) ggml_graph_add_node(i < n_fwd ? gf : gbw, ggml_graph_node(gb, i));
         }
         alloc_graph(trunk_alloc_, gb);
+        if (on_gpu_) check_supported(backend_, gb);
         set_inputs(lg.in, in);
         if (dhidden) {
             std::vector<float> zero(static_cast<size_t>(R) * lm_.n_embd, 0.0f);
@@ -681,7 +792,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
             if (!backward) return false;
             // d loss / d logits = w (onehot(target) - softmax), w = d loss / d logp * aggregation weight.
             Head & h = head(rows);
-            float * dl = static_cast<float *>(h.dlogits->data);
+            float * dl = on_gpu_ ? h.dlogits_host.data() : static_cast<float *>(h.dlogits->data);
             parallel_for(rows, n_threads_, [&](int i) {
                 const float * l = logits + static_cast<size_t>(i) * lm_.n_vocab;
                 float * d = dl + static_cast<size_t>(i) * lm_.n_vocab;
@@ -714,17 +825,28 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
     out.stats.dual_clip_fraction = static_cast<double>(n_dual) / static_cast<double>(n_tok);
 
     if (backward) {
+        // Host pointers on the CPU; device pointers (tensor->data of a CUDA buffer) on the GPU,
+        // where the moments are GPU tensors too and our CUDA kernels run (native/cuda).
         std::vector<AdamWTensor> ts(params_.size());
         for (size_t p = 0; p < params_.size(); ++p) {
-            ts[p] = {static_cast<float *>(params_[p]->data), static_cast<const float *>(grad_acc_[p]->data), adam_m_[p].data(), adam_v_[p].data(),
-                     ggml_nelements(params_[p])};
+            ts[p] = {static_cast<float *>(params_[p]->data), static_cast<const float *>(grad_acc_[p]->data),
+                     on_gpu_ ? static_cast<float *>(moment_m_[p]->data) : adam_m_[p].data(),
+                     on_gpu_ ? static_cast<float *>(moment_v_[p]->data) : adam_v_[p].data(), ggml_nelements(params_[p])};
         }
-        const double sumsq = grad_sum_squares_cpu(ts.data(), static_cast<int>(ts.size()), n_threads_);
+        double sumsq = 0;
+        if (on_gpu_) {
+#ifdef VISPLAY_CUDA
+            ggml_backend_synchronize(backend_);  // ggml's stream is non-blocking: the gradients are complete first
+            sumsq = grad_sum_squares_cuda(ts.data(), static_cast<int>(ts.size()), nullptr);
+#endif
+        } else {
+            sumsq = grad_sum_squares_cpu(ts.data(), static_cast<int>(ts.size()), n_threads_);
+        }
         out.stats.grad_norm = std::sqrt(sumsq);
         if (want_grads) {
             for (size_t p = 0; p < params_.size(); ++p) {
-                const float * gd = static_cast<const float *>(grad_acc_[p]->data);
-                out.grads.emplace_back(gd, gd + ggml_nelements(grad_acc_[p]));
+                out.grads.emplace_back();
+                tensor_to_host(grad_acc_[p], out.grads.back());
             }
         }
         if (apply) {
@@ -743,7 +865,14 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
                 cfg.step = next;
                 // torch.nn.utils.clip_grad_norm_: scale = max_norm / (norm + 1e-6), capped at 1.
                 cfg.grad_scale = opt.max_grad_norm > 0 ? grad_clip_scale(sumsq, opt.max_grad_norm) : 1.0f;
-                lora_adamw_cpu(ts.data(), static_cast<int>(ts.size()), cfg, n_threads_);
+                if (on_gpu_) {
+#ifdef VISPLAY_CUDA
+                    lora_adamw_cuda(ts.data(), static_cast<int>(ts.size()), cfg, nullptr);
+                    cuda_stream_synchronize(nullptr);  // done before ggml's stream reads the parameters
+#endif
+                } else {
+                    lora_adamw_cpu(ts.data(), static_cast<int>(ts.size()), cfg, n_threads_);
+                }
                 step_ = next;
                 out.stats.lr = cfg.lr;
                 out.stats.applied = true;
@@ -766,7 +895,13 @@ void PolicyState::for_each_head_chunk(const float * hidden, int rows, const std:
         Head & h = head(n);
         ggml_backend_tensor_set(h.hidden, hidden + static_cast<size_t>(r0) * lm_.n_embd, 0, static_cast<size_t>(n) * lm_.n_embd * sizeof(float));
         compute(backend_, h.g1);
-        if (fn(r0, n, static_cast<float *>(h.logits->data)) && dhidden) {
+        float * logits = static_cast<float *>(h.logits->data);
+        if (on_gpu_) {
+            ggml_backend_tensor_get(h.logits, h.logits_host.data(), 0, ggml_nbytes(h.logits));
+            logits = h.logits_host.data();
+        }
+        if (fn(r0, n, logits) && dhidden) {
+            if (on_gpu_) ggml_backend_tensor_set(h.dlogits, h.dlogits_host.data(), 0, ggml_nbytes(h.dlogits));
             compute(backend_, h.g2);
             ggml_backend_tensor_get(h.dhidden, dhidden + static_cast<size_t>(r0) * lm_.n_embd, 0, static_cast<size_t>(n) * lm_.n_embd * sizeof(float));
         }
@@ -827,9 +962,9 @@ std::vector<int64_t> PolicyState::tensor_shape(const std::string & name) const {
 }
 
 std::vector<float> PolicyState::get_tensor(const std::string & name) const {
-    const ggml_tensor * t = find_param(name);
-    const float * d = static_cast<const float *>(t->data);
-    return std::vector<float>(d, d + ggml_nelements(t));
+    std::vector<float> out;
+    tensor_to_host(find_param(name), out);
+    return out;
 }
 
 void PolicyState::set_tensor(const std::string & name, const std::vector<float> & data) {
@@ -837,7 +972,7 @@ void PolicyState::set_tensor(const std::string & name, const std::vector<float> 
     if (static_cast<int64_t>(data.size()) != ggml_nelements(t)) {
         throw CodedError("ERR_INVALID_ARG", "tensor '" + name + "' holds " + std::to_string(ggml_nelements(t)) + " values, not " + std::to_string(data.size()));
     }
-    std::memcpy(t->data, data.data(), data.size() * sizeof(float));
+    ggml_backend_tensor_set(const_cast<ggml_tensor *>(t), data.data(), 0, data.size() * sizeof(float));
     sync_adapter();
 }
 
@@ -854,6 +989,12 @@ void PolicyState::save(const std::string & dir, const OptimizerConfig & opt) con
         std::filesystem::remove(projector_path, ec);  // a stale one from an earlier save to this folder
     }
     write_adapter_file((std::filesystem::path(dir) / kAdapterFile).string(), lm_.arch, options_, pairs_, adapter_fingerprint(lm_), step_);
+    if (on_gpu_) {  // the moments live on the GPU: bring them to the host vectors that are saved
+        for (size_t p = 0; p < params_.size(); ++p) {
+            tensor_to_host(moment_m_[p], adam_m_[p]);
+            tensor_to_host(moment_v_[p], adam_v_[p]);
+        }
+    }
     OptimizerState st;
     st.step = step_;
     st.skipped_steps = skipped_steps_;
@@ -885,6 +1026,10 @@ void PolicyState::restore(const std::string & dir) {
         }
         adam_m_[p] = it->second.first;
         adam_v_[p] = it->second.second;
+        if (on_gpu_) {
+            ggml_backend_tensor_set(moment_m_[p], adam_m_[p].data(), 0, ggml_nbytes(moment_m_[p]));
+            ggml_backend_tensor_set(moment_v_[p], adam_v_[p].data(), 0, ggml_nbytes(moment_v_[p]));
+        }
     }
     step_ = lo.step;
     skipped_steps_ = lo.skipped_steps;

@@ -12,14 +12,21 @@
 //      in double precision), then ggml's backward pass into gradient accumulators of A and B only;
 //   4. global grad-norm clip and the fused AdamW update (native/kernels), then the live
 //      llama.cpp adapter that rollouts use is refreshed in place.
+//
+// Node-free (compiled into visplay_core, which the C++ test executables link): the N-API wrapper
+// is policy_binding.cpp, declared at the end under !VISPLAY_NODE_FREE.
+//
+// Where it runs: on the CPU backend when the language model's weights are in host memory, and on
+// the GPU backend that holds them when llama.cpp offloaded every layer and the output head
+// (gpu_layers > n_layer). Then the LoRA tensors, their gradients and AdamW moments live in GPU
+// memory too, the optimizer is our CUDA kernel (native/cuda), and only the vocabulary head's
+// logits rows cross to the host for the loss (docs/gpu.md).
 #pragma once
-
-#include <napi.h>
 
 #include "grpo_loss.h"
 #include "lm_graph.h"
-#include "model.h"
-#include "rollout.h"
+#include "model_core.h"
+#include "rollout_core.h"
 
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
@@ -82,6 +89,7 @@ struct TrainSample {
 
 struct TrainGroup {
     std::string prompt;                // templated prompt with image markers
+    std::vector<int32_t> prompt_tokens;  // or the prompt as token ids (text only; prompt and images unused)
     std::vector<int> images;           // indices into TrainBatch::images, in marker order
     std::vector<TrainSample> samples;
 };
@@ -139,6 +147,7 @@ class PolicyState {
     llama_adapter_lora * live_adapter() const { return adapter_; }
     bool has_projector_adapter() const { return projector_.a != nullptr; }
     const PolicyOptions & options() const { return options_; }
+    bool on_gpu() const { return on_gpu_; }
     const LmView & lm() const { return lm_; }
     int64_t step() const { return step_; }
     float lora_scale() const { return options_.alpha / options_.rank; }
@@ -163,6 +172,7 @@ class PolicyState {
         std::unique_ptr<GgmlCtx> ctx;
         ggml_tensor * hidden = nullptr, * logits = nullptr, * dlogits = nullptr, * dhidden = nullptr;
         ggml_cgraph * g1 = nullptr, * g2 = nullptr;
+        std::vector<float> logits_host, dlogits_host;  // GPU trainer: the host side of logits / d logits
         ~Head();
     };
 
@@ -193,12 +203,22 @@ class PolicyState {
     std::shared_ptr<TransposedHead> output_t_;
     ggml_gallocr_t trunk_alloc_ = nullptr, head_alloc_ = nullptr, head2_alloc_ = nullptr;
     std::unique_ptr<Head> head_;
-    std::vector<std::vector<float>> adam_m_, adam_v_;
+    // AdamW moments: the CPU trainer's, and the GPU trainer's host copies (filled by save/restore).
+    mutable std::vector<std::vector<float>> adam_m_, adam_v_;
+    std::vector<ggml_tensor *> moment_m_, moment_v_;  // GPU trainer: the moments in GPU memory
+    bool on_gpu_ = false;
     int64_t step_ = 0, skipped_steps_ = 0;
     uint64_t rng_state_[4] = {0, 0, 0, 0};
     llama_adapter_lora * adapter_ = nullptr;
     int n_threads_ = 1;
 };
+
+}  // namespace visplay
+
+#ifndef VISPLAY_NODE_FREE
+#include <napi.h>
+
+namespace visplay {
 
 Napi::Value create_policy(Napi::Env env, std::shared_ptr<ModelState> model, const Napi::Object & options, const Napi::Object & model_object);
 Napi::Function define_policy(Napi::Env env);
@@ -206,3 +226,4 @@ Napi::Function define_policy(Napi::Env env);
 std::shared_ptr<PolicyState> unwrap_policy(Napi::Env env, const Napi::Value & v);
 
 }  // namespace visplay
+#endif

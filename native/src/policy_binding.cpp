@@ -3,6 +3,7 @@
 // (ERR_BUSY otherwise) and dispose() never frees memory a worker still uses (shared_ptr).
 #include "common.h"
 #include "policy.h"
+#include "rollout.h"
 
 #include <cmath>
 #include <functional>

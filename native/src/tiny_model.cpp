@@ -11,10 +11,14 @@
 #include "ggml.h"
 #include "gguf.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace visplay {
@@ -70,12 +74,26 @@ struct GgmlDeleter { void operator()(ggml_context * c) const { ggml_free(c); } }
 using GgufPtr = std::unique_ptr<gguf_context, GgufDeleter>;
 using GgmlPtr = std::unique_ptr<ggml_context, GgmlDeleter>;
 
+// Runs fn(i) for i in [0, n) over `threads` threads (static interleaved split).
+void parallel_for(int64_t n, int threads, const std::function<void(int64_t)> & fn) {
+    threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+    if (threads == 1) {
+        for (int64_t i = 0; i < n; ++i) fn(i);
+        return;
+    }
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { for (int64_t i = t; i < n; i += threads) fn(i); });
+    for (auto & th : pool) th.join();
+}
+
 // Collects tensors for one GGUF file; every tensor draws from its own stream (seed, name), so
-// changing one tensor's shape never changes another tensor's values.
+// changing one tensor's shape never changes another tensor's values. With threads <= 1 a tensor
+// is one stream (the embedded tiny model's values); with more, each 1M-element chunk has its own
+// stream (seed, name, chunk) so the large shapes of the benchmarks are written in seconds.
 class TensorWriter {
   public:
-    TensorWriter(gguf_context * gguf, size_t mem_bytes, uint64_t seed) : gguf_(gguf), seed_(seed) {
-        ggml_init_params params = {mem_bytes, nullptr, false};
+    TensorWriter(gguf_context * gguf, size_t n_tensors, uint64_t seed, int threads) : gguf_(gguf), seed_(seed), threads_(threads) {
+        ggml_init_params params = {ggml_tensor_overhead() * n_tensors + (1 << 16), nullptr, true};
         ctx_.reset(ggml_init(params));
         if (!ctx_) throw CodedError("ERR_OUTPUT", "could not allocate memory for the tiny model's tensors");
     }
@@ -84,39 +102,64 @@ class TensorWriter {
 
     void add(const std::string & name, std::vector<int64_t> shape, Init init, ggml_type type = GGML_TYPE_F32,
              float std = 0.02f) {
-        ggml_tensor * t = nullptr;
-        switch (shape.size()) {
-            case 1: t = ggml_new_tensor_1d(ctx_.get(), GGML_TYPE_F32, shape[0]); break;
-            case 2: t = ggml_new_tensor_2d(ctx_.get(), GGML_TYPE_F32, shape[0], shape[1]); break;
-            case 3: t = ggml_new_tensor_3d(ctx_.get(), GGML_TYPE_F32, shape[0], shape[1], shape[2]); break;
-            case 4: t = ggml_new_tensor_4d(ctx_.get(), GGML_TYPE_F32, shape[0], shape[1], shape[2], shape[3]); break;
-            default: throw CodedError("ERR_OUTPUT", "bad tensor rank for " + name);
-        }
+        int64_t ne[4] = {1, 1, 1, 1};
+        if (shape.empty() || shape.size() > 4) throw CodedError("ERR_OUTPUT", "bad tensor rank for " + name);
+        for (size_t i = 0; i < shape.size(); ++i) ne[i] = shape[i];
+        ggml_tensor * t = ggml_new_tensor(ctx_.get(), type, static_cast<int>(shape.size()), ne);
         uint64_t h = seed_ ^ 0xA0761D6478BD642Full;
         for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001B3ull;  // FNV-1a
-        Rng rng(h);
-        float * data = static_cast<float *>(t->data);
         const int64_t n = ggml_nelements(t);
-        for (int64_t i = 0; i < n; ++i) {
-            data[i] = init == Init::normal ? static_cast<float>(rng.normal() * std) : init == Init::ones ? 1.0f : 0.0f;
+        std::vector<float> f32;
+        float * data;
+        data_.emplace_back(ggml_nbytes(t));
+        if (type == GGML_TYPE_F32) {
+            data = reinterpret_cast<float *>(data_.back().data());
+        } else {
+            f32.resize(n);
+            data = f32.data();
         }
-        if (type != GGML_TYPE_F32) {
-            ggml_tensor * q = ggml_new_tensor(ctx_.get(), type, ggml_n_dims(t), t->ne);
-            if (type == GGML_TYPE_F16) {
-                ggml_fp32_to_fp16_row(data, static_cast<ggml_fp16_t *>(q->data), n);
-            } else {
-                throw CodedError("ERR_OUTPUT", "unsupported tensor type for " + name);
+        auto fill = [&](Rng & rng, int64_t i0, int64_t i1) {
+            for (int64_t i = i0; i < i1; ++i) {
+                data[i] = init == Init::normal ? static_cast<float>(rng.normal() * std) : init == Init::ones ? 1.0f : 0.0f;
             }
-            t = q;
+        };
+        constexpr int64_t kChunk = 1 << 20;
+        if (threads_ <= 1) {
+            Rng rng(h);
+            fill(rng, 0, n);
+        } else {
+            parallel_for((n + kChunk - 1) / kChunk, threads_, [&](int64_t c) {
+                Rng rng(h ^ ((static_cast<uint64_t>(c) + 1) * 0x9E3779B97F4A7C15ull));
+                fill(rng, c * kChunk, std::min(n, (c + 1) * kChunk));
+            });
+        }
+        if (type == GGML_TYPE_F16) {
+            ggml_fp32_to_fp16_row(data, reinterpret_cast<ggml_fp16_t *>(data_.back().data()), n);
+        } else if (type != GGML_TYPE_F32) {
+            // Quantized (the benchmarks' Q4_K / Q8_0 shapes): ggml's own quantizer, rows split over threads.
+            const int64_t n_per_row = ne[0], n_rows = n / ne[0];
+            if (n_per_row % ggml_blck_size(type) != 0 || ggml_quantize_requires_imatrix(type)) {
+                throw CodedError("ERR_INVALID_ARG", name + ": cannot quantize rows of " + std::to_string(n_per_row) + " to " + ggml_type_name(type));
+            }
+            ggml_quantize_init(type);
+            const int64_t rows_per_job = std::max<int64_t>(1, kChunk / n_per_row);
+            uint8_t * dst = data_.back().data();
+            parallel_for((n_rows + rows_per_job - 1) / rows_per_job, std::max(1, threads_), [&](int64_t j) {
+                const int64_t r0 = j * rows_per_job, nr = std::min(rows_per_job, n_rows - r0);
+                ggml_quantize_chunk(type, data, dst, r0 * n_per_row, nr, n_per_row, nullptr);
+            });
         }
         ggml_set_name(t, name.c_str());
         gguf_add_tensor(gguf_, t);
+        gguf_set_tensor_data(gguf_, name.c_str(), data_.back().data());
     }
 
   private:
     gguf_context * gguf_;
     uint64_t seed_;
+    int threads_;
     GgmlPtr ctx_;
+    std::deque<std::vector<uint8_t>> data_;  // each tensor's bytes, until the file is written
 };
 
 void write_atomically(gguf_context * gguf, const std::string & path) {
@@ -213,30 +256,29 @@ void write_language_model(const TinyModelConfig & c) {
     gguf_set_val_str(g, "tokenizer.chat_template", c.chat_template.c_str());
 
     using Init = TensorWriter::Init;
-    const size_t f32_params = static_cast<size_t>(c.n_layer) *
-        (2 * c.n_embd + c.n_embd * c.n_embd * 2 + 2 * c.n_embd * n_embd_kv + c.n_embd + 2 * n_embd_kv + 3 * c.n_embd * c.n_ff) + c.n_embd;
-    const size_t mem = static_cast<size_t>(n_vocab) * c.n_embd * 12 + f32_params * 4 + (c.n_layer * 16 + 8) * ggml_tensor_overhead() + (1 << 20);
-    TensorWriter w(g, mem, c.seed);
+    TensorWriter w(g, c.n_layer * 16 + 8, c.seed, c.threads);
     // Input embedding and a separate output head (as Qwen2.5-VL-7B; a random tied head mostly
-    // repeats its input token, which makes outputs blind to the image), both stored F16.
-    const ggml_type embd_type = c.f32_embeddings ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    // repeats its input token, which makes outputs blind to the image), both stored F16; or one
+    // tied matrix (tied_output, as Qwen2.5-VL-3B).
+    const ggml_type embd_type = c.embd_type != GGML_TYPE_COUNT ? c.embd_type : c.f32_embeddings ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    const ggml_type wt = c.weight_type;
     w.add("token_embd.weight", {c.n_embd, n_vocab}, Init::normal, embd_type);
     w.add("output_norm.weight", {c.n_embd}, Init::ones);
-    w.add("output.weight", {c.n_embd, n_vocab}, Init::normal, embd_type, c.output_std);
+    if (!c.tied_output) w.add("output.weight", {c.n_embd, n_vocab}, Init::normal, embd_type, c.output_std);
     for (int il = 0; il < c.n_layer; ++il) {
         const std::string p = "blk." + std::to_string(il) + ".";
         w.add(p + "attn_norm.weight", {c.n_embd}, Init::ones);
-        w.add(p + "attn_q.weight", {c.n_embd, c.n_embd}, Init::normal, GGML_TYPE_F32, c.block_std);
-        w.add(p + "attn_k.weight", {c.n_embd, n_embd_kv}, Init::normal, GGML_TYPE_F32, c.block_std);
-        w.add(p + "attn_v.weight", {c.n_embd, n_embd_kv}, Init::normal, GGML_TYPE_F32, c.block_std);
+        w.add(p + "attn_q.weight", {c.n_embd, c.n_embd}, Init::normal, wt, c.block_std);
+        w.add(p + "attn_k.weight", {c.n_embd, n_embd_kv}, Init::normal, wt, c.block_std);
+        w.add(p + "attn_v.weight", {c.n_embd, n_embd_kv}, Init::normal, wt, c.block_std);
         w.add(p + "attn_q.bias", {c.n_embd}, Init::normal);
         w.add(p + "attn_k.bias", {n_embd_kv}, Init::normal);
         w.add(p + "attn_v.bias", {n_embd_kv}, Init::normal);
-        w.add(p + "attn_output.weight", {c.n_embd, c.n_embd}, Init::normal, GGML_TYPE_F32, c.block_std);
+        w.add(p + "attn_output.weight", {c.n_embd, c.n_embd}, Init::normal, wt, c.block_std);
         w.add(p + "ffn_norm.weight", {c.n_embd}, Init::ones);
-        w.add(p + "ffn_gate.weight", {c.n_embd, c.n_ff}, Init::normal, GGML_TYPE_F32, c.block_std);
-        w.add(p + "ffn_up.weight", {c.n_embd, c.n_ff}, Init::normal, GGML_TYPE_F32, c.block_std);
-        w.add(p + "ffn_down.weight", {c.n_ff, c.n_embd}, Init::normal, GGML_TYPE_F32, c.block_std);
+        w.add(p + "ffn_gate.weight", {c.n_embd, c.n_ff}, Init::normal, wt, c.block_std);
+        w.add(p + "ffn_up.weight", {c.n_embd, c.n_ff}, Init::normal, wt, c.block_std);
+        w.add(p + "ffn_down.weight", {c.n_ff, c.n_embd}, Init::normal, wt, c.block_std);
     }
     write_atomically(g, c.model_path);
 }
@@ -270,7 +312,9 @@ void write_projector(const TinyModelConfig & c) {
     const size_t params = static_cast<size_t>(2) * c.patch_size * c.patch_size * 3 * c.v_embd +
         static_cast<size_t>(c.v_layer) * (2 * c.v_embd + 4 * c.v_embd * c.v_embd + 4 * c.v_embd + 3 * c.v_embd * c.v_ff + 2 * c.v_ff + c.v_embd) +
         c.v_embd + static_cast<size_t>(merged) * merged + merged + static_cast<size_t>(merged) * c.n_embd + c.n_embd;
-    TensorWriter w(g, params * 4 + (c.v_layer * 20 + 16) * ggml_tensor_overhead() + (1 << 20), c.seed + 1);
+    (void)params;
+    TensorWriter w(g, c.v_layer * 20 + 16, c.seed + 1, c.threads);
+    const ggml_type vt = c.vision_type;
     // Conv3D patch embedding (temporal patch 2) split into two Conv2D kernels {kw, kh, c_in, c_out}.
     w.add("v.patch_embd.weight", {c.patch_size, c.patch_size, 3, c.v_embd}, Init::normal);
     w.add("v.patch_embd.weight.1", {c.patch_size, c.patch_size, 3, c.v_embd}, Init::normal);
@@ -279,14 +323,14 @@ void write_projector(const TinyModelConfig & c) {
         w.add(p + "ln1.weight", {c.v_embd}, Init::ones);
         w.add(p + "ln2.weight", {c.v_embd}, Init::ones);
         for (const char * qkvo : {"attn_q", "attn_k", "attn_v", "attn_out"}) {
-            w.add(p + qkvo + ".weight", {c.v_embd, c.v_embd}, Init::normal);
+            w.add(p + qkvo + ".weight", {c.v_embd, c.v_embd}, Init::normal, vt);
             w.add(p + qkvo + ".bias", {c.v_embd}, Init::normal);
         }
-        w.add(p + "ffn_gate.weight", {c.v_embd, c.v_ff}, Init::normal);
+        w.add(p + "ffn_gate.weight", {c.v_embd, c.v_ff}, Init::normal, vt);
         w.add(p + "ffn_gate.bias", {c.v_ff}, Init::normal);
-        w.add(p + "ffn_up.weight", {c.v_embd, c.v_ff}, Init::normal);
+        w.add(p + "ffn_up.weight", {c.v_embd, c.v_ff}, Init::normal, vt);
         w.add(p + "ffn_up.bias", {c.v_ff}, Init::normal);
-        w.add(p + "ffn_down.weight", {c.v_ff, c.v_embd}, Init::normal);
+        w.add(p + "ffn_down.weight", {c.v_ff, c.v_embd}, Init::normal, vt);
         w.add(p + "ffn_down.bias", {c.v_embd}, Init::normal);
     }
     w.add("v.post_ln.weight", {c.v_embd}, Init::ones);  // the merger's ln_q (RMSNorm)

@@ -4,6 +4,8 @@
 // tree's models/ggml-vocab-qwen2.gguf, with the Qwen2.5-VL special tokens put in its placeholders.
 #pragma once
 
+#include "ggml.h"
+
 #include <cstdint>
 #include <string>
 
@@ -34,6 +36,17 @@ struct TinyModelConfig {
     // so attention starts near-uniform and the blocks add little to the residual stream; 1/sqrt(n_embd)
     // (0.088) keeps the scale, as a standard initialisation does (a knob of the world-model diagnostics).
     float block_std = 0.02f;
+
+    // Benchmark shapes (docs/gpu.md): the blocks' matrices in another type (F16, Q8_0, Q4_K, ...;
+    // quantized with ggml's quantizer), the embeddings in `embd_type` (GGML_TYPE_COUNT: by
+    // f32_embeddings), one tied embedding/output matrix, the vision tower's matrices in
+    // `vision_type`, and `threads` > 1 to draw a chunked random stream in parallel (other values
+    // than the single stream of threads <= 1, which the embedded tiny model keeps).
+    ggml_type weight_type = GGML_TYPE_F32;
+    ggml_type embd_type = GGML_TYPE_COUNT;
+    bool tied_output = false;
+    ggml_type vision_type = GGML_TYPE_F32;
+    int threads = 1;
 
     // vision tower (Qwen2.5-VL ViT: RMSNorm, SwiGLU, window attention, 2x2 patch merger)
     int v_embd = 64;

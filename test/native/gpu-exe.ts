@@ -1,5 +1,6 @@
-// Builds and runs the plain C++ GPU test executable (native/test/gpu_test.cpp) for the native and gpu
-// tiers. The executable prints one JSON object as its last line and exits 0 when every check passes.
+// Builds and runs the plain C++ GPU test executables (native/test/gpu_test.cpp, train_test.cpp) for
+// the native and gpu tiers. Each prints one JSON object as its last line and exits 0 when every check
+// passes.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,19 +22,47 @@ export function isCudaBuild(dir: string): boolean {
   return existsSync(cache) && /^VISPLAY_CUDA:BOOL=ON$/m.test(readFileSync(cache, 'utf8'));
 }
 
-/** Builds visplay_gpu_test in an already configured build folder (incremental) and runs it. */
-export function buildAndRunGpuTest(buildDir: string, args: string[]): { report: GpuTestReport; output: string } {
-  const build = spawnSync('cmake', ['--build', buildDir, '--target', 'visplay_gpu_test'], { cwd: PACKAGE_ROOT, encoding: 'utf8' });
-  if (build.status !== 0) throw new Error(`building visplay_gpu_test failed:\n${build.stdout}\n${build.stderr}`);
-  const run = spawnSync(join(buildDir, 'visplay_gpu_test'), args, { cwd: PACKAGE_ROOT, encoding: 'utf8' });
+/** One variant of visplay_train_test's trainer parity (native/test/train_test.cpp). */
+export interface TrainParityVariant {
+  variant: string;
+  ok: boolean;
+  subject_on_gpu: boolean;
+  logprob_max_diff: number;
+  grad_max_rel_err: number;
+  update_max_rel_err: number;
+  flipped_advantages_min_rel_diff: number;
+  restore_bitwise_equal: boolean;
+  clip_fraction: [number, number];
+  step_applied: [boolean, boolean];
+  tensors: number;
+  tolerance: { logprob_abs: number; grad_rel: number };
+}
+
+export interface TrainTestReport {
+  ok: boolean;
+  mode?: 'cpu-vs-gpu' | 'cpu-vs-cpu';
+  error?: string;
+  variants?: TrainParityVariant[];
+}
+
+/** Builds `target` in an already configured build folder (incremental) and runs it with `args`. */
+export function buildAndRunExe<T extends { ok: boolean }>(buildDir: string, target: string, args: string[]): { report: T; output: string } {
+  const build = spawnSync('cmake', ['--build', buildDir, '--target', target], { cwd: PACKAGE_ROOT, encoding: 'utf8' });
+  if (build.status !== 0) throw new Error(`building ${target} failed:\n${build.stdout}\n${build.stderr}`);
+  const run = spawnSync(join(buildDir, target), args, { cwd: PACKAGE_ROOT, encoding: 'utf8', maxBuffer: 64 << 20 });
   const output = `${run.stdout}\n${run.stderr}`;
   const last = run.stdout.trim().split('\n').at(-1) ?? '';
-  let report: GpuTestReport;
+  let report: T;
   try {
-    report = JSON.parse(last) as GpuTestReport;
+    report = JSON.parse(last) as T;
   } catch {
-    throw new Error(`visplay_gpu_test printed no JSON report (exit ${run.status}):\n${output}`);
+    throw new Error(`${target} printed no JSON report (exit ${run.status}):\n${output}`);
   }
   if ((run.status === 0) !== report.ok) throw new Error(`exit status ${run.status} disagrees with the report:\n${output}`);
   return { report, output };
+}
+
+/** Builds visplay_gpu_test in an already configured build folder (incremental) and runs it. */
+export function buildAndRunGpuTest(buildDir: string, args: string[]): { report: GpuTestReport; output: string } {
+  return buildAndRunExe<GpuTestReport>(buildDir, 'visplay_gpu_test', args);
 }
