@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# The device run of issue 8 (first part): everything prebuilt elsewhere (scripts/device/pack-gpu.sh),
-# so the GPU machine, which has no Node.js, only runs tests and benchmarks. Run from the unpacked
-# pack's root:  bash scripts/device/gpu-check.sh [OUT]   (OUT defaults to $OUT, else ./gpu-out)
-#   1. the GRPO kernels: visplay_kernels_test --require-cuda, visplay_kernels_bench
-#   2. visplay_gpu_test --require-gpu: rollouts on the GPU against the CPU (tiny model, F32)
-#   3. visplay_gpu_bench with llama-batched-bench (CUDA build, -ngl 99) as the peer, same run
-#   4. if time is left: the transformers reference (hf_reference.py), text-only logits
+# The device run of issue 8: everything prebuilt elsewhere (scripts/device/pack-gpu.sh), so the GPU
+# machine, which has no Node.js, only runs tests and benchmarks. Run from the unpacked pack's root:
+#   bash scripts/device/gpu-check.sh [OUT]   (OUT defaults to $OUT, else ./gpu-out)
+# Steps (GPU_CHECK_STEPS picks some; default: all but the rollout benches):
+#   kernels_test      visplay_kernels_test --require-cuda: our GRPO kernels against their CPU references
+#   kernels_bench     visplay_kernels_bench: their bandwidth against a device copy
+#   train_test        visplay_train_test --require-gpu: the trainer on the GPU against the CPU trainer
+#   gpu_test          visplay_gpu_test --require-gpu: rollouts on the GPU against the CPU (tiny model, F32)
+#   peft_reference    peft_reference.py: our LoRA gradients of one GRPO step against PEFT + autograd
+#   train_bench_tiny  visplay_train_test --bench tiny (F32) and its peer peft_bench.py --shape tiny
+#   train_bench_3b    the same at Qwen2.5-VL-3B's shape: ours Q4_K, the peer bfloat16
+#   round_3b          visplay_train_test --bench 3b --round: a round's GPU work, peak device memory
+#   gpu_bench, gpu_bench_greedy   rollouts against llama-batched-bench (CUDA build, -ngl 99)
+#   hf_reference      hf_reference.py: text-only logits against transformers
 # Every step has its own time limit and a failure does not stop the next; the summary is printed last.
-# $OUT gets at most 8 files (what the device tool brings back): log, env and one per step.
+# $OUT gets three files (the device tool brings back at most 8): log.txt, env.txt and results.txt,
+# where each step's stdout follows a line "== STEP exit RC seconds S".
 set -u
 HERE=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${1:-${OUT:-$HERE/gpu-out}}
@@ -42,38 +50,52 @@ VOCAB=$HERE/vocab/ggml-vocab-qwen2.gguf
 } > "$OUT/env.txt" 2>&1
 say "env: $(head -2 "$OUT/env.txt" | tail -1)"
 
-# GPU_CHECK_STEPS: the steps to run (default all), e.g. "gpu_test gpu_bench" for a rerun.
+# GPU_CHECK_STEPS: the steps to run, e.g. "train_test gpu_test" for a rerun.
 SUMMARY=""
-STEPS=${GPU_CHECK_STEPS:-kernels_test kernels_bench gpu_test gpu_bench gpu_bench_greedy hf_reference}
-step() {  # step NAME LIMIT_S OUTFILE CMD...
-  local name=$1 limit=$2 file=$3; shift 3
+STEPS=${GPU_CHECK_STEPS:-kernels_test train_test gpu_test peft_reference train_bench_tiny train_bench_3b round_3b}
+RESULTS=$OUT/results.txt
+: > "$RESULTS"
+# step NAME LIMIT_S CMD...: stdout to results.txt, stderr to the log. A name may be used by several
+# commands (ours and its peer); each one's output gets its own header.
+step() {
+  local name=$1 limit=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
   say "-- $name (limit ${limit}s)"
-  timeout "$limit" "$@" > "$file" 2>> "$LOG"
-  local rc=$?
+  local t0 tmp rc
+  t0=$(date +%s); tmp=$(mktemp)
+  timeout "$limit" "$@" > "$tmp" 2>> "$LOG"
+  rc=$?
+  { echo "== $name exit $rc seconds $(( $(date +%s) - t0 ))"; cat "$tmp"; } >> "$RESULTS"
+  rm -f "$tmp"
   say "   $name: exit $rc"
   SUMMARY="$SUMMARY$name $rc"$'\n'
 }
 
-step kernels_test 60 "$OUT/kernels_test.txt" "$BIN/visplay_kernels_test" --require-cuda
-step kernels_bench 90 "$OUT/kernels_bench.txt" "$BIN/visplay_kernels_bench" --repeats 10
-step gpu_test 120 "$OUT/gpu_test.json" "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
-step gpu_bench 180 "$OUT/gpu_bench.txt" "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
+PYU="env PYTHONUNBUFFERED=1 $PY"
+step kernels_test 60 "$BIN/visplay_kernels_test" --require-cuda
+step kernels_bench 90 "$BIN/visplay_kernels_bench" --repeats 10
+step train_test 150 "$BIN/visplay_train_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-train-test
+step gpu_test 120 "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
+step peft_reference 180 $PYU "$HERE/scripts/device/peft_reference.py" --vendor "$HERE/vendor" \
+  --exe "$BIN/visplay_train_test" --vocab "$VOCAB" --work /tmp/visplay-peft
+# The train-step benchmark: ours and the peer on the same shape and batch (2 groups x 8 samples,
+# prompts of 256 tokens, responses of 64, LoRA rank 16 on the 7 modules, AdamW, no KL), same run.
+BATCH_ARGS="--groups 2 --samples 8 --prompt 256 --response 64 --rank 16"
+step train_bench_tiny 120 "$BIN/visplay_train_test" --bench tiny --type f32 $BATCH_ARGS --steps 5 --warmup 2 --vocab "$VOCAB" --dir /tmp/visplay-bench
+step train_bench_tiny 120 $PYU "$HERE/scripts/device/peft_bench.py" --shape tiny --dtype float32 $BATCH_ARGS --steps 5 --warmup 2
+step train_bench_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --steps 3 --warmup 1 --vocab "$VOCAB" --dir /tmp/visplay-bench
+step train_bench_3b 180 $PYU "$HERE/scripts/device/peft_bench.py" --shape 3b --dtype bfloat16 $BATCH_ARGS --steps 3 --warmup 1
+# A round's GPU work at the 3B shape (Q4_K, its F16 ViT), micro-batches of 512 rows, peak memory.
+step round_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --micro-batch 512 --steps 2 --warmup 1 --round \
+  --vocab "$VOCAB" --dir /tmp/visplay-bench
+step gpu_bench 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --dir /tmp/visplay-gpu-bench
-step gpu_bench_greedy 180 "$OUT/gpu_bench_greedy.txt" "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
+step gpu_bench_greedy 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --temperature 0 --dir /tmp/visplay-gpu-bench
-if [ "$(elapsed)" -lt "${HF_DEADLINE_S:-300}" ] && [ -f "$HERE/vendor/convert_hf_to_gguf.py" ]; then
-  step hf_reference 150 "$OUT/hf_reference.json" env PYTHONUNBUFFERED=1 "$PY" "$HERE/scripts/device/hf_reference.py" \
-    --vendor "$HERE/vendor" --exe "$BIN/visplay_gpu_test" --vocab "$VOCAB" --work /tmp/visplay-hf
-else
-  say "-- hf_reference skipped: $(elapsed)s used (deadline ${HF_DEADLINE_S:-300}s)"
-fi
+step hf_reference 150 $PYU "$HERE/scripts/device/hf_reference.py" \
+  --vendor "$HERE/vendor" --exe "$BIN/visplay_gpu_test" --vocab "$VOCAB" --work /tmp/visplay-hf
 
 say "== summary"
 printf '%s' "$SUMMARY" | tee -a "$LOG"
-grep -E '^(cuda|cpu):' "$OUT/kernels_test.txt" 2>/dev/null
-cat "$OUT/kernels_bench.txt" 2>/dev/null
-cat "$OUT/gpu_test.json" 2>/dev/null
-head -n 7 "$OUT/gpu_bench.txt" "$OUT/gpu_bench_greedy.txt" 2>/dev/null
-cat "$OUT/hf_reference.json" 2>/dev/null
+cat "$RESULTS"
 say "done"
