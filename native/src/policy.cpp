@@ -33,7 +33,9 @@ struct GgmlCtx {  // a no_alloc context for one graph's tensor metadata (room fo
     GgmlCtx & operator=(const GgmlCtx &) = delete;
 };
 
-PolicyState::Head::~Head() = default;
+PolicyState::Head::~Head() {
+    if (staging) ggml_backend_buffer_free(staging);
+}
 
 namespace {
 
@@ -510,9 +512,19 @@ PolicyState::Head & PolicyState::head(int rows) {
     if (on_gpu_) {
         check_supported(backend_, h->g1);
         check_supported(backend_, h->g2);
-        // The loss is computed on the host: logits come down and d logits go up, [rows, n_vocab] each.
-        h->logits_host.resize(static_cast<size_t>(rows) * lm_.n_vocab);
-        h->dlogits_host.resize(static_cast<size_t>(rows) * lm_.n_vocab);
+        // The loss is computed on the host: logits come down and d logits go up, [rows, n_vocab] each,
+        // through pinned host memory of the GPU's backend when it has one (DMA at full speed).
+        const size_t bytes = static_cast<size_t>(rows) * lm_.n_vocab * sizeof(float);
+        ggml_backend_buffer_type_t pinned = ggml_backend_dev_host_buffer_type(ggml_backend_get_device(backend_));
+        if (pinned) h->staging = ggml_backend_buft_alloc_buffer(pinned, 2 * bytes);
+        if (h->staging) {
+            h->logits_host = static_cast<float *>(ggml_backend_buffer_get_base(h->staging));
+            h->dlogits_host = h->logits_host + static_cast<size_t>(rows) * lm_.n_vocab;
+        } else {
+            h->staging_vec.resize(2 * static_cast<size_t>(rows) * lm_.n_vocab);
+            h->logits_host = h->staging_vec.data();
+            h->dlogits_host = h->logits_host + static_cast<size_t>(rows) * lm_.n_vocab;
+        }
     }
     head_ = std::move(h);
     return *head_;
@@ -792,7 +804,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
             if (!backward) return false;
             // d loss / d logits = w (onehot(target) - softmax), w = d loss / d logp * aggregation weight.
             Head & h = head(rows);
-            float * dl = on_gpu_ ? h.dlogits_host.data() : static_cast<float *>(h.dlogits->data);
+            float * dl = on_gpu_ ? h.dlogits_host : static_cast<float *>(h.dlogits->data);
             parallel_for(rows, n_threads_, [&](int i) {
                 const float * l = logits + static_cast<size_t>(i) * lm_.n_vocab;
                 float * d = dl + static_cast<size_t>(i) * lm_.n_vocab;
@@ -897,11 +909,11 @@ void PolicyState::for_each_head_chunk(const float * hidden, int rows, const std:
         compute(backend_, h.g1);
         float * logits = static_cast<float *>(h.logits->data);
         if (on_gpu_) {
-            ggml_backend_tensor_get(h.logits, h.logits_host.data(), 0, ggml_nbytes(h.logits));
-            logits = h.logits_host.data();
+            ggml_backend_tensor_get(h.logits, h.logits_host, 0, ggml_nbytes(h.logits));
+            logits = h.logits_host;
         }
         if (fn(r0, n, logits) && dhidden) {
-            if (on_gpu_) ggml_backend_tensor_set(h.dlogits, h.dlogits_host.data(), 0, ggml_nbytes(h.dlogits));
+            if (on_gpu_) ggml_backend_tensor_set(h.dlogits, h.dlogits_host, 0, ggml_nbytes(h.dlogits));
             compute(backend_, h.g2);
             ggml_backend_tensor_get(h.dhidden, dhidden + static_cast<size_t>(r0) * lm_.n_embd, 0, static_cast<size_t>(n) * lm_.n_embd * sizeof(float));
         }

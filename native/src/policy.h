@@ -172,7 +172,10 @@ class PolicyState {
         std::unique_ptr<GgmlCtx> ctx;
         ggml_tensor * hidden = nullptr, * logits = nullptr, * dlogits = nullptr, * dhidden = nullptr;
         ggml_cgraph * g1 = nullptr, * g2 = nullptr;
-        std::vector<float> logits_host, dlogits_host;  // GPU trainer: the host side of logits / d logits
+        // GPU trainer: the host side of logits / d logits, in `staging` (pinned) or `staging_vec`.
+        float * logits_host = nullptr, * dlogits_host = nullptr;
+        ggml_backend_buffer_t staging = nullptr;
+        std::vector<float> staging_vec;
         ~Head();
     };
 

@@ -52,14 +52,26 @@ say "env: $(head -2 "$OUT/env.txt" | tail -1)"
 
 # GPU_CHECK_STEPS: the steps to run, e.g. "train_test gpu_test" for a rerun.
 SUMMARY=""
-STEPS=${GPU_CHECK_STEPS:-kernels_test train_test gpu_test peft_reference train_bench_tiny train_bench_3b round_3b}
+STEPS=${GPU_CHECK_STEPS:-kernels_test train_test peft_reference train_bench_tiny train_bench_3b round_3b gpu_test}
 RESULTS=$OUT/results.txt
 : > "$RESULTS"
 # step NAME LIMIT_S CMD...: stdout to results.txt, stderr to the log. A name may be used by several
 # commands (ours and its peer); each one's output gets its own header.
+# DEADLINE_S (seconds from the start, 0: none): no step starts after it and none runs past it, so
+# the results come back inside the device tool's time limit.
+DEADLINE_S=${DEADLINE_S:-0}
 step() {
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" $name "*) ;; *) return 0 ;; esac
+  if [ "$DEADLINE_S" -gt 0 ]; then
+    local left=$(( DEADLINE_S - $(elapsed) ))
+    if [ "$left" -lt 10 ]; then
+      say "-- $name skipped: the deadline (${DEADLINE_S}s) is reached"
+      SUMMARY="$SUMMARY$name skipped"$'\n'
+      return 0
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   say "-- $name (limit ${limit}s)"
   local t0 tmp rc
   t0=$(date +%s); tmp=$(mktemp)
@@ -75,7 +87,6 @@ PYU="env PYTHONUNBUFFERED=1 $PY"
 step kernels_test 60 "$BIN/visplay_kernels_test" --require-cuda
 step kernels_bench 90 "$BIN/visplay_kernels_bench" --repeats 10
 step train_test 150 "$BIN/visplay_train_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-train-test
-step gpu_test 120 "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
 step peft_reference 180 $PYU "$HERE/scripts/device/peft_reference.py" --vendor "$HERE/vendor" \
   --exe "$BIN/visplay_train_test" --vocab "$VOCAB" --work /tmp/visplay-peft
 # The train-step benchmark: ours and the peer on the same shape and batch (2 groups x 8 samples,
@@ -88,6 +99,7 @@ step train_bench_3b 180 $PYU "$HERE/scripts/device/peft_bench.py" --shape 3b --d
 # A round's GPU work at the 3B shape (Q4_K, its F16 ViT), micro-batches of 512 rows, peak memory.
 step round_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --micro-batch 512 --steps 2 --warmup 1 --round \
   --vocab "$VOCAB" --dir /tmp/visplay-bench
+step gpu_test 120 "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
 step gpu_bench 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --dir /tmp/visplay-gpu-bench
 step gpu_bench_greedy 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \

@@ -60,7 +60,7 @@ describe('visplay_train_test --cpu', () => {
       const bp = join(dir, `${name}.json`);
       const op = join(dir, `${name}-out.json`);
       writeFileSync(bp, JSON.stringify(b));
-      const { report, output } = buildAndRunExe<{ ok: boolean }>(buildDir, 'visplay_train_test', ['--grads', tiny.model, '--batch', bp, '--out', op, '--cpu']);
+      const { report, output } = buildAndRunExe<{ ok: boolean }>(buildDir, 'visplay_train_test', ['--grads', tiny.modelPath, '--batch', bp, '--out', op, '--cpu']);
       assert.equal(report.ok, true, output);
       return JSON.parse(readFileSync(op, 'utf8')) as GradsOut;
     };
