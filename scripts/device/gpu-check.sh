@@ -93,7 +93,7 @@ step peft_reference 180 $PYU "$HERE/scripts/device/peft_reference.py" --vendor "
 # prompts of 256 tokens, responses of 64, LoRA rank 16 on the 7 modules, AdamW, no KL), same run.
 BATCH_ARGS="--groups 2 --samples 8 --prompt 256 --response 64 --rank 16"
 step train_bench_tiny 120 "$BIN/visplay_train_test" --bench tiny --type f32 $BATCH_ARGS --steps 5 --warmup 2 --vocab "$VOCAB" --dir /tmp/visplay-bench
-step train_bench_tiny 120 $PYU "$HERE/scripts/device/peft_bench.py" --shape tiny --dtype float32 $BATCH_ARGS --steps 5 --warmup 2
+step train_bench_tiny 120 $PYU "$HERE/scripts/device/peft_bench.py" --shape tiny --dtype float32 --tf32 $BATCH_ARGS --steps 5 --warmup 2
 step train_bench_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --steps 3 --warmup 1 --vocab "$VOCAB" --dir /tmp/visplay-bench
 step train_bench_3b 180 $PYU "$HERE/scripts/device/peft_bench.py" --shape 3b --dtype bfloat16 $BATCH_ARGS --steps 3 --warmup 1
 # A round's GPU work at the 3B shape (Q4_K, its F16 ViT), micro-batches of 512 rows, peak memory.

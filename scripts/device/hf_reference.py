@@ -67,6 +67,47 @@ def make_config(transformers):
     raise RuntimeError('; '.join(errors))
 
 
+def build_model(seed):
+    """The random tiny Qwen2.5-VL in float32: default init (N(0, 0.02) weights), then every bias
+    ~ N(0, 0.02) and every norm weight ~ U(0.8, 1.2). Seeds torch's global generator with `seed`."""
+    import torch
+    import transformers
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    torch.manual_seed(seed)
+    cfg = make_config(transformers)
+    model = Qwen2_5_VLForConditionalGeneration(cfg).to(torch.float32)
+    # Default init draws N(0, 0.02) weights and zero biases; give the q/k/v biases values too.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('bias'):
+                p.normal_(0.0, 0.02)
+            elif 'norm' in name:
+                p.uniform_(0.8, 1.2)
+    return model
+
+
+def convert_text_f32(gguf, hf_dir, vocab, out_gguf):
+    """The vendored converter on hf_dir (text model, F32) with the vendored Qwen2 vocabulary. The
+    vendored tree (and its gguf-py) must be on sys.path already; `gguf` is its module."""
+    import convert_hf_to_gguf as conv
+    from conversion import qwenvl
+    tokens, types, merges, ids = vocab_from_gguf(gguf, vocab)
+
+    def set_vocab(self):
+        self.gguf_writer.add_tokenizer_model('gpt2')
+        self.gguf_writer.add_tokenizer_pre('qwen2')
+        self.gguf_writer.add_token_list(tokens)
+        self.gguf_writer.add_token_types(types)
+        self.gguf_writer.add_token_merges(merges)
+        self.gguf_writer.add_eos_token_id(ids['eos'])
+        self.gguf_writer.add_bos_token_id(ids['bos'])
+        self.gguf_writer.add_pad_token_id(ids['padding'])
+    qwenvl.Qwen2VLModel.set_vocab = set_vocab
+    sys.argv = ['convert_hf_to_gguf.py', hf_dir, '--outfile', out_gguf, '--outtype', 'f32']
+    conv.main()
+    return out_gguf
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--vendor', required=True)
@@ -93,38 +134,13 @@ def main():
         result['torch'] = torch.__version__
 
         stage = 'model'
-        torch.manual_seed(args.seed)
-        from transformers import Qwen2_5_VLForConditionalGeneration
-        cfg = make_config(transformers)
-        model = Qwen2_5_VLForConditionalGeneration(cfg).to(torch.float32)
-        # Default init draws N(0, 0.02) weights and zero biases; give the q/k/v biases values too.
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith('bias'):
-                    p.normal_(0.0, 0.02)
-                elif 'norm' in name:
-                    p.uniform_(0.8, 1.2)
+        model = build_model(args.seed)
         hf_dir = os.path.join(args.work, 'hf')
         model.save_pretrained(hf_dir, safe_serialization=True)
 
         stage = 'convert'
-        import convert_hf_to_gguf as conv
-        from conversion import qwenvl
-        tokens, types, merges, ids = vocab_from_gguf(gguf, args.vocab)
-
-        def set_vocab(self):
-            self.gguf_writer.add_tokenizer_model('gpt2')
-            self.gguf_writer.add_tokenizer_pre('qwen2')
-            self.gguf_writer.add_token_list(tokens)
-            self.gguf_writer.add_token_types(types)
-            self.gguf_writer.add_token_merges(merges)
-            self.gguf_writer.add_eos_token_id(ids['eos'])
-            self.gguf_writer.add_bos_token_id(ids['bos'])
-            self.gguf_writer.add_pad_token_id(ids['padding'])
-        qwenvl.Qwen2VLModel.set_vocab = set_vocab
         out_gguf = os.path.join(args.work, 'text-f32.gguf')
-        sys.argv = ['convert_hf_to_gguf.py', hf_dir, '--outfile', out_gguf, '--outtype', 'f32']
-        conv.main()
+        convert_text_f32(gguf, hf_dir, args.vocab, out_gguf)
 
         stage = 'llama.cpp'
         g = torch.Generator().manual_seed(args.seed + 1)
