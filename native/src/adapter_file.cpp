@@ -72,16 +72,10 @@ void copy_saved_pair(ggml_context * data, LoraPair & pair, const std::string & p
     }
 }
 
-// gguf_add_tensor keeps the tensor's data pointer and the writer reads it as host memory: a tensor
-// in GPU memory (the GPU trainer's pairs) is copied to `staging` first, which must outlive the write.
-void add_tensor_host(gguf_context * g, const ggml_tensor * t, std::vector<std::vector<uint8_t>> & staging) {
-    gguf_add_tensor(g, t);
-    if (t->buffer && !ggml_backend_buffer_is_host(t->buffer)) {
-        staging.emplace_back(ggml_nbytes(t));
-        ggml_backend_tensor_get(t, staging.back().data(), 0, ggml_nbytes(t));
-        gguf_set_tensor_data(g, ggml_get_name(t), staging.back().data());
-    }
-}
+// gguf's writer reads a tensor that has a backend buffer through ggml_backend_tensor_get, so the
+// GPU trainer's pairs are written from GPU memory as they are (no staging: overriding the data
+// pointer of such a tensor would make the writer read a host address as a device one).
+void add_tensor_host(gguf_context * g, const ggml_tensor * t) { gguf_add_tensor(g, t); }
 
 void check_fingerprint(gguf_context * g, const std::string & fingerprint, const std::string & path) {
     const std::string saved = get_str(g, "visplay.base.fingerprint");
@@ -145,10 +139,9 @@ void write_adapter_file(const std::string & path, const std::string & arch, cons
     gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(options.projector_rank));
     gguf_set_val_i64(g.get(), "visplay.step", step);
     gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
-    std::vector<std::vector<uint8_t>> staging;
     for (const auto & lp : pairs) {
-        add_tensor_host(g.get(), lp.a, staging);
-        add_tensor_host(g.get(), lp.b, staging);
+        add_tensor_host(g.get(), lp.a);
+        add_tensor_host(g.get(), lp.b);
     }
     write_atomically(path, [&](const std::string & tmp) {
         write_gguf(g.get(), tmp, "the adapter");
@@ -182,9 +175,8 @@ void write_projector_file(const std::string & path, const LoraPair & projector, 
     gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(projector.a->ne[1]));
     gguf_set_val_i64(g.get(), "visplay.step", step);
     gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
-    std::vector<std::vector<uint8_t>> staging;
-    add_tensor_host(g.get(), projector.a, staging);
-    add_tensor_host(g.get(), projector.b, staging);
+    add_tensor_host(g.get(), projector.a);
+    add_tensor_host(g.get(), projector.b);
     write_atomically(path, [&](const std::string & tmp) { write_gguf(g.get(), tmp, "the projector adapter"); });
 }
 
