@@ -99,6 +99,12 @@ step train_bench_3b 180 $PYU "$HERE/scripts/device/peft_bench.py" --shape 3b --d
 # A round's GPU work at the 3B shape (Q4_K, its F16 ViT), micro-batches of 512 rows, peak memory.
 step round_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --micro-batch 512 --steps 2 --warmup 1 --round \
   --vocab "$VOCAB" --dir /tmp/visplay-bench
+# Diagnosis of a failing round: every kernel synchronous (its error names its op), no CUDA graphs;
+# and the round without the live LoRA in the rollouts.
+step round_3b_diag 240 env CUDA_LAUNCH_BLOCKING=1 GGML_CUDA_DISABLE_GRAPHS=1 "$BIN/visplay_train_test" --bench 3b --type q4_k \
+  $BATCH_ARGS --micro-batch 512 --steps 1 --warmup 0 --round --vocab "$VOCAB" --dir /tmp/visplay-bench
+step round_3b_nolora 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --micro-batch 512 --steps 1 --warmup 0 --round \
+  --round-lora 0 --vocab "$VOCAB" --dir /tmp/visplay-bench
 step gpu_test 120 "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
 step gpu_bench 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --dir /tmp/visplay-gpu-bench
