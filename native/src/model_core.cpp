@@ -9,6 +9,7 @@
 #include "mtmd-helper.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -57,6 +58,13 @@ static int count_gpu_tensors(const llama_model * model) {
 }
 
 std::shared_ptr<ModelState> ModelState::load(const LoadOptions & options) {
+#ifdef VISPLAY_CUDA
+    // llama.cpp's CUDA graphs crashed batched decoding of a Qwen2.5-VL-3B-shaped Q4_K model on an
+    // H200 ("an illegal instruction was encountered": 3 runs of 3 with them, with or without LoRA
+    // or PDL; 0 of 2 without them; docs/gpu.md). Off unless VISPLAY_CUDA_GRAPHS=1; ggml reads the
+    // variable once, at its first graph, which comes after the first load.
+    if (const char * g = std::getenv("VISPLAY_CUDA_GRAPHS"); !g || std::strcmp(g, "1") != 0) setenv("GGML_CUDA_DISABLE_GRAPHS", "1", 0);
+#endif
     auto state = std::make_shared<ModelState>();
     g_live_models++;
     state->options = options;

@@ -183,16 +183,17 @@ PolicyState::PolicyState(std::shared_ptr<ModelState> model, const PolicyOptions 
     for (const auto & [name, t] : lm_.by_name) {
         if (t == lm_.tok_embd) continue;
         const char * buft = ggml_backend_buft_name(ggml_backend_buffer_get_type(t->buffer));
+        ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
+        if (std::strstr(buft, "REPACK") || (!ggml_backend_buffer_is_host(t->buffer) && (!dev || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU))) {
+            // CPU memory in a layout of the CPU backend's own (CPU_REPACK), not plain rows
+            throw CodedError("ERR_UNSUPPORTED_MODEL", "weight '" + name + "' lives in a '" + buft +
+                                                          "' buffer the trainer cannot read; load the model with repackWeights: false to train on it");
+        }
         if (ggml_backend_buffer_is_host(t->buffer)) {
-            if (std::strstr(buft, "REPACK")) {
-                throw CodedError("ERR_UNSUPPORTED_MODEL", "weight '" + name + "' lives in a '" + buft +
-                                                              "' buffer the trainer cannot read; load the model with repackWeights: false to train on it");
-            }
             host_weight = name;
             continue;
         }
-        ggml_backend_dev_t dev = ggml_backend_buft_get_device(ggml_backend_buffer_get_type(t->buffer));
-        if (!dev || (gpu_dev && dev != gpu_dev)) throw CodedError("ERR_GPU_WEIGHTS", "the model's weights are spread over several devices; the trainer needs them on one");
+        if (gpu_dev && dev != gpu_dev) throw CodedError("ERR_GPU_WEIGHTS", "the model's weights are spread over several devices; the trainer needs them on one");
         gpu_dev = dev;
         gpu_weight = name;
     }

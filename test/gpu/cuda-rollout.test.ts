@@ -33,14 +33,20 @@ describe('CUDA rollouts', { skip }, () => {
     assert.ok(maxAbsDiff(cuda.logprobs, cpu.logprobs) <= 2e-2);
   });
 
-  it('a model with GPU layers serves rollouts but refuses training with ERR_GPU_WEIGHTS', async () => {
+  it('the trainer runs where all the weights are; a model split between CPU and GPU is refused with ERR_GPU_WEIGHTS', async () => {
     const f = await tinyFiles();
     const model = await Model.load({ model: f.modelPath, mmproj: f.mmprojPath, gpuLayers: 999 });
     try {
       assert.ok(model.info.gpuWeightTensors > 0);
-      await assert.rejects(model.createPolicy({ rank: 4 }), (e: VisplayError) => e.code === 'ERR_GPU_WEIGHTS' && /gpuLayers: 0/.test(e.message));
+      (await model.createPolicy({ rank: 4 })).dispose();  // the GPU trainer (checked against the CPU by test/gpu/train-test.test.ts)
     } finally {
       model.dispose();
+    }
+    const split = await Model.load({ model: f.modelPath, mmproj: f.mmprojPath, gpuLayers: 1 });
+    try {
+      await assert.rejects(split.createPolicy({ rank: 4 }), (e: VisplayError) => e.code === 'ERR_GPU_WEIGHTS' && /gpuLayers: 0/.test(e.message));
+    } finally {
+      split.dispose();
     }
     const cpu = await Model.load({ model: f.modelPath, mmproj: f.mmprojPath, gpuLayers: 0 });
     try {
