@@ -43,6 +43,7 @@
 #include "core_common.h"
 #include "model_core.h"
 #include "rollout_core.h"
+#include "test_support.h"
 #include "tiny_model.h"
 
 #include "ggml-backend.h"
@@ -68,6 +69,7 @@
 #endif
 
 using namespace visplay;
+using namespace visplay::test;
 
 namespace {
 
@@ -90,40 +92,6 @@ std::string json_escape(const std::string & s) {
         else o += c;
     }
     return o;
-}
-
-// A GPU device of ggml's registry (the CUDA backend on a CUDA build), or null.
-ggml_backend_dev_t first_gpu() {
-    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-        ggml_backend_dev_t d = ggml_backend_dev_get(i);
-        if (ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_GPU) return d;
-    }
-    return nullptr;
-}
-
-// Deterministic test images: smooth gradients with a pattern that differs per seed, so the two
-// images give different embeddings (and the answer depends on which image it is).
-ImageInput pattern_image(const std::string & key, uint32_t w, uint32_t h, int seed) {
-    ImageInput im;
-    im.key = key;
-    im.width = w;
-    im.height = h;
-    im.rgb.resize(static_cast<size_t>(w) * h * 3);
-    for (uint32_t y = 0; y < h; ++y) {
-        for (uint32_t x = 0; x < w; ++x) {
-            unsigned char * p = &im.rgb[(static_cast<size_t>(y) * w + x) * 3];
-            p[0] = static_cast<unsigned char>((x * 255) / std::max(1u, w - 1));
-            p[1] = static_cast<unsigned char>((y * 255) / std::max(1u, h - 1));
-            p[2] = static_cast<unsigned char>((((x / (4 + seed)) + (y / (3 + seed))) % 2) * (120 + 60 * seed));
-        }
-    }
-    return im;
-}
-
-std::string user_prompt(const std::string & text, int n_images) {
-    std::string p = "<|im_start|>user\n";
-    for (int i = 0; i < n_images; ++i) p += mtmd_default_marker();
-    return p + text + "<|im_end|>\n<|im_start|>assistant\n";
 }
 
 struct Side {

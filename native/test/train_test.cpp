@@ -45,6 +45,7 @@
 #include "model_core.h"
 #include "policy.h"
 #include "rollout_core.h"
+#include "test_support.h"
 #include "tiny_model.h"
 
 #include "ggml-backend.h"
@@ -74,19 +75,12 @@
 #endif
 
 using namespace visplay;
+using namespace visplay::test;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-ggml_backend_dev_t first_gpu() {
-    for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-        ggml_backend_dev_t d = ggml_backend_dev_get(i);
-        if (ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_GPU) return d;
-    }
-    return nullptr;
-}
 
 int hw_threads() { return static_cast<int>(std::max(1u, std::thread::hardware_concurrency())); }
 
@@ -100,29 +94,6 @@ struct Lcg {
     double uniform() { return (next() + 0.5) / 2147483648.0; }  // (0, 1)
     double normal() { return std::sqrt(-2.0 * std::log(uniform())) * std::cos(2.0 * M_PI * uniform()); }
 };
-
-ImageInput pattern_image(const std::string & key, uint32_t w, uint32_t h, int seed) {
-    ImageInput im;
-    im.key = key;
-    im.width = w;
-    im.height = h;
-    im.rgb.resize(static_cast<size_t>(w) * h * 3);
-    for (uint32_t y = 0; y < h; ++y) {
-        for (uint32_t x = 0; x < w; ++x) {
-            unsigned char * p = &im.rgb[(static_cast<size_t>(y) * w + x) * 3];
-            p[0] = static_cast<unsigned char>((x * 255) / std::max(1u, w - 1));
-            p[1] = static_cast<unsigned char>((y * 255) / std::max(1u, h - 1));
-            p[2] = static_cast<unsigned char>((((x / (4 + seed)) + (y / (3 + seed))) % 2) * (120 + 60 * seed));
-        }
-    }
-    return im;
-}
-
-std::string user_prompt(const std::string & text, int n_images) {
-    std::string p = "<|im_start|>user\n";
-    for (int i = 0; i < n_images; ++i) p += mtmd_default_marker();
-    return p + text + "<|im_end|>\n<|im_start|>assistant\n";
-}
 
 std::shared_ptr<ModelState> load(const std::string & model, const std::string & mmproj, bool gpu, int threads) {
     LoadOptions lo;

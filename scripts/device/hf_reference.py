@@ -51,16 +51,22 @@ def make_config(transformers):
     vision = dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=96, out_hidden_size=128, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], in_channels=3,
                   hidden_act='silu')
-    theta = 1000000.0
-    variants = [  # transformers 5 (rope_parameters), then 4 (rope_theta + rope_scaling)
-        dict(rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': [4, 6, 6]}),
-        dict(rope_theta=theta, rope_scaling={'type': 'mrope', 'mrope_section': [4, 6, 6]}),
-        dict(rope_theta=theta, rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': [4, 6, 6]}),
+    return qwen25vl_config(text, vision, [4, 6, 6], tied=False)
+
+
+def qwen25vl_config(text, vision, sections, tied, theta=1000000.0):
+    """A Qwen2_5_VLConfig from text/vision dicts, with M-RoPE `sections`, in the rope keys of the
+    installed transformers: 5 (rope_parameters), then 4 (rope_theta + rope_scaling)."""
+    from transformers import Qwen2_5_VLConfig
+    variants = [
+        dict(rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': sections}),
+        dict(rope_theta=theta, rope_scaling={'type': 'mrope', 'mrope_section': sections}),
+        dict(rope_theta=theta, rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': sections}),
     ]
     errors = []
     for v in variants:
         try:
-            return Qwen2_5_VLConfig(text_config=dict(text, **v), vision_config=vision, tie_word_embeddings=False,
+            return Qwen2_5_VLConfig(text_config=dict(text, **v), vision_config=vision, tie_word_embeddings=tied,
                                     image_token_id=151655, video_token_id=151656, vision_start_token_id=151652)
         except Exception as e:
             errors.append(f'{list(v)}: {e}')

@@ -37,28 +37,13 @@ import peft_reference as R  # noqa: E402
 
 
 def make_config_3b(transformers):
-    from transformers import Qwen2_5_VLConfig
     text = dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
                 num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=128000, rms_norm_eps=1e-6,
                 tie_word_embeddings=True, hidden_act='silu', use_sliding_window=False, attention_dropout=0.0)
     vision = dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=96, out_hidden_size=2048, patch_size=14,
                   spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1], in_channels=3,
                   hidden_act='silu')
-    theta = 1000000.0
-    sections = [16, 24, 24]  # head_dim 128 -> 64 rotary pairs
-    variants = [  # transformers 5 (rope_parameters), then 4 (rope_theta + rope_scaling)
-        dict(rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': sections}),
-        dict(rope_theta=theta, rope_scaling={'type': 'mrope', 'mrope_section': sections}),
-        dict(rope_theta=theta, rope_parameters={'rope_type': 'default', 'rope_theta': theta, 'mrope_section': sections}),
-    ]
-    errors = []
-    for v in variants:
-        try:
-            return Qwen2_5_VLConfig(text_config=dict(text, **v), vision_config=vision, tie_word_embeddings=True,
-                                    image_token_id=151655, video_token_id=151656, vision_start_token_id=151652)
-        except Exception as e:
-            errors.append(f'{list(v)}: {e}')
-    raise RuntimeError('; '.join(errors))
+    return H.qwen25vl_config(text, vision, [16, 24, 24], tied=True)  # head_dim 128 -> 64 rotary pairs
 
 
 def main():
