@@ -10,7 +10,10 @@
 // The same probe on the cell's pixels (a 14 x 14 map of how far each pixel block is from the
 // background colour) says how much of the shape a linear reader could get before the ViT.
 //
-//   node --import tsx bench/world-shape-probe.ts [--scenes 600] [--patch-size 28] [--threads 2] [--json]
+// --mlp adds a nonlinear reader (one hidden layer of 256 ReLU units) of the row and of the ink map:
+// whether the shape is there at all, for a reader as nonlinear as one MLP block of the language model.
+//
+//   node --import tsx bench/world-shape-probe.ts [--scenes 600] [--patch-size 28] [--threads 2] [--mlp] [--json]
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import sharp from 'sharp';
 import { cpus, tmpdir } from 'node:os';
@@ -26,6 +29,7 @@ const { values } = parseArgs({ options: {
   'patch-size': { type: 'string', default: '28' },
   threads: { type: 'string', default: String(Math.min(2, cpus().length)) },
   json: { type: 'boolean', default: false },
+  mlp: { type: 'boolean', default: false },
 } });
 const nScenes = Number(values.scenes);
 const patchSize = Number(values['patch-size']);
@@ -64,6 +68,83 @@ function linearProbe(rows: Float32Array[], labels: number[], fit: boolean[], cla
       for (let a = 0; a < D; a++) v += f[a]! * W[a * classes + c]!;
       if (v > bestV) { bestV = v; best = c; }
     }
+    scored++;
+    counts[labels[i]!]!++;
+    if (best === labels[i]) right++;
+  });
+  return { classes, accuracy: right / scored, majority: Math.max(...counts) / scored, scored };
+}
+
+/**
+ * A nonlinear reader: one hidden layer of `hidden` ReLU units, softmax cross-entropy, Adam (lr 1e-3),
+ * minibatches of 64, on standardised features; fitted on `fit`, scored on the rest. Deterministic.
+ */
+function mlpProbe(rows: Float32Array[], labels: number[], fit: boolean[], classes: number, hidden = 256, epochs = 40): ProbeScore {
+  const E = rows[0]!.length;
+  const mean = new Float64Array(E), sd = new Float64Array(E);
+  const train = rows.map((_, i) => i).filter((i) => fit[i]);
+  for (const i of train) for (let j = 0; j < E; j++) mean[j]! += rows[i]![j]! / train.length;
+  for (const i of train) for (let j = 0; j < E; j++) sd[j]! += (rows[i]![j]! - mean[j]!) ** 2 / train.length;
+  for (let j = 0; j < E; j++) sd[j] = Math.sqrt(sd[j]!) + 1e-6;
+  const x = (i: number) => Float64Array.from(rows[i]!, (v, j) => (v - mean[j]!) / sd[j]!);
+  const rng = new Rng(7);
+  const gauss = () => Math.sqrt(-2 * Math.log(rng.next() + 1e-12)) * Math.cos(2 * Math.PI * rng.next());
+  const W1 = Float64Array.from({ length: hidden * E }, () => gauss() * Math.sqrt(2 / E)), b1 = new Float64Array(hidden);
+  const W2 = Float64Array.from({ length: classes * hidden }, () => gauss() * Math.sqrt(1 / hidden)), b2 = new Float64Array(classes);
+  const params = [W1, b1, W2, b2];
+  const m = params.map((p) => new Float64Array(p.length)), v = params.map((p) => new Float64Array(p.length));
+  let t = 0;
+  const forward = (xi: Float64Array) => {
+    const h = new Float64Array(hidden);
+    for (let k = 0; k < hidden; k++) { let s = b1[k]!; for (let j = 0; j < E; j++) s += W1[k * E + j]! * xi[j]!; h[k] = s > 0 ? s : 0; }
+    const z = new Float64Array(classes);
+    for (let c = 0; c < classes; c++) { let s = b2[c]!; for (let k = 0; k < hidden; k++) s += W2[c * hidden + k]! * h[k]!; z[c] = s; }
+    return { h, z };
+  };
+  const xs = new Map<number, Float64Array>();
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    const order = [...train];
+    for (let i = order.length - 1; i > 0; i--) { const j = Math.floor(rng.next() * (i + 1)); [order[i], order[j]] = [order[j]!, order[i]!]; }
+    for (let b0 = 0; b0 < order.length; b0 += 64) {
+      const grads = params.map((p) => new Float64Array(p.length));
+      const batch = order.slice(b0, b0 + 64);
+      for (const i of batch) {
+        let xi = xs.get(i);
+        if (!xi) { xi = x(i); xs.set(i, xi); }
+        const { h, z } = forward(xi);
+        const mz = Math.max(...z);
+        const e = z.map((q) => Math.exp(q - mz));
+        const se = e.reduce((a, q) => a + q, 0);
+        const dz = e.map((q, c) => (q / se - (c === labels[i] ? 1 : 0)) / batch.length);
+        for (let c = 0; c < classes; c++) {
+          grads[3]![c]! += dz[c]!;
+          for (let k = 0; k < hidden; k++) grads[2]![c * hidden + k]! += dz[c]! * h[k]!;
+        }
+        for (let k = 0; k < hidden; k++) {
+          if (h[k]! <= 0) continue;
+          let dh = 0;
+          for (let c = 0; c < classes; c++) dh += dz[c]! * W2[c * hidden + k]!;
+          grads[1]![k]! += dh;
+          for (let j = 0; j < E; j++) grads[0]![k * E + j]! += dh * xi[j]!;
+        }
+      }
+      t++;
+      params.forEach((p, q) => {
+        const g = grads[q]!, mq = m[q]!, vq = v[q]!;
+        for (let i = 0; i < p.length; i++) {
+          mq[i] = 0.9 * mq[i]! + 0.1 * g[i]!;
+          vq[i] = 0.999 * vq[i]! + 0.001 * g[i]! * g[i]!;
+          p[i]! -= (1e-3 * mq[i]! / (1 - 0.9 ** t)) / (Math.sqrt(vq[i]! / (1 - 0.999 ** t)) + 1e-8);
+        }
+      });
+    }
+  }
+  let right = 0, scored = 0;
+  const counts = new Array<number>(classes).fill(0);
+  rows.forEach((_, i) => {
+    if (fit[i]) return;
+    const { z } = forward(x(i));
+    const best = z.indexOf(Math.max(...z));
     scored++;
     counts[labels[i]!]!++;
     if (best === labels[i]) right++;
@@ -127,9 +208,11 @@ try {
   const shape = linearProbe(rows, shapes, fit, SHAPES.length);
   const colour = linearProbe(rows, colours, fit, COLOURS.length);
   const pixelShape = linearProbe(pixels, shapes, fit, SHAPES.length);
+  const mlpShape = values.mlp ? mlpProbe(rows, shapes, fit, SHAPES.length) : undefined;
+  const mlpPixelShape = values.mlp ? mlpProbe(pixels, shapes, fit, SHAPES.length) : undefined;
   const seconds = (performance.now() - t0) / 1000;
   const machine = `${cpus()[0]?.model.trim() ?? 'unknown CPU'}, ${cpus().length} cores, ${threads} threads`;
-  const result = { machine, scenes: nScenes, patchSize, rowsPerImage: grid * grid, objectCells: rows.length, shape, colour, pixelShape, seconds };
+  const result = { machine, scenes: nScenes, patchSize, rowsPerImage: grid * grid, objectCells: rows.length, shape, colour, pixelShape, mlpShape, mlpPixelShape, seconds };
   if (values.json) {
     console.log(JSON.stringify(result, null, 2));
   } else {
@@ -138,6 +221,9 @@ try {
     console.log(`linear probe, held-out third (${shape.scored} cells): shape ${pct(shape.accuracy)} (majority ${pct(shape.majority)}, ${SHAPES.length} classes); ` +
       `colour ${pct(colour.accuracy)} (majority ${pct(colour.majority)}, ${COLOURS.length} classes); ` +
       `shape from the cell's 14 x 14 ink map ${pct(pixelShape.accuracy)}; ${seconds.toFixed(0)} s`);
+    if (mlpShape && mlpPixelShape) {
+      console.log(`one-hidden-layer MLP probe (256 ReLU units): shape from the row ${pct(mlpShape.accuracy)}, from the ink map ${pct(mlpPixelShape.accuracy)}`);
+    }
   }
 } finally {
   model.dispose();
