@@ -58,6 +58,11 @@ export interface EvolveConfig {
   maxImagePixels: number;
   seed: number;
   threads: number;
+  /**
+   * Language-model layers on the GPU on a CUDA build: -1 all of them (then the trainer runs there
+   * too, as the rollouts do), 0 none (everything on the CPU). Ignored on a CPU build.
+   */
+  gpuLayers: number;
   /** Prompt family ('qwen2.5-vl', 'mimo-vl', 'default') and an optional JSON file of prompt overrides. */
   promptFamily: string;
   promptFile?: string;
@@ -102,6 +107,7 @@ export const DEFAULT_EVOLVE_CONFIG: EvolveConfig = {
   maxImagePixels: 262144,
   seed: 0,
   threads: 0,
+  gpuLayers: -1,
   promptFamily: 'auto',
 };
 
@@ -144,6 +150,7 @@ export function resolveConfig(partial: Partial<EvolveConfig>): EvolveConfig {
   check.integer('maxImagePixels', c.maxImagePixels, 64, 1 << 30);
   check.integer('seed', c.seed, 0, Number.MAX_SAFE_INTEGER);
   check.integer('threads', c.threads, 0, 1024);
+  check.integer('gpuLayers', c.gpuLayers, -1, 100000);
   check.string('promptFamily', c.promptFamily);
   if (c.promptFile !== undefined) check.string('promptFile', c.promptFile);
   if (c.eval !== undefined) check.string('eval', c.eval);

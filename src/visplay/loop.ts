@@ -190,8 +190,12 @@ class Run {
   async open(): Promise<void> {
     const c = this.config;
     const threads = c.threads > 0 ? c.threads : undefined;
-    // gpuLayers 0: the trainer reads the weights on the CPU (a CUDA build would otherwise put them on the GPU).
-    this.model = await Model.load({ model: this.manifest.model, mmproj: this.manifest.mmproj, threads, repackWeights: false, gpuLayers: 0 });
+    // On a CUDA build the rollouts and the trainer run where the layers are: every layer on the GPU
+    // by default (gpuLayers -1), all on the CPU with 0; a split model cannot train (ERR_GPU_WEIGHTS).
+    // repackWeights false: the CPU trainer reads the weights in place.
+    this.model = await Model.load({
+      model: this.manifest.model, mmproj: this.manifest.mmproj, threads, repackWeights: false, gpuLayers: c.gpuLayers < 0 ? undefined : c.gpuLayers,
+    });
     this.family = resolvePromptFamily(c.promptFamily, this.model.info.chatFamily);
     this.overrides = c.promptFile ? loadPromptOverrides(c.promptFile) : undefined;
     const cpPath = join(this.out, 'checkpoint.json');
