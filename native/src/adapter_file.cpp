@@ -72,10 +72,7 @@ void copy_saved_pair(ggml_context * data, LoraPair & pair, const std::string & p
     }
 }
 
-// gguf's writer reads a tensor that has a backend buffer through ggml_backend_tensor_get, so the
-// GPU trainer's pairs are written from GPU memory as they are (no staging: overriding the data
-// pointer of such a tensor would make the writer read a host address as a device one).
-void add_tensor_host(gguf_context * g, const ggml_tensor * t) { gguf_add_tensor(g, t); }
+
 
 void check_fingerprint(gguf_context * g, const std::string & fingerprint, const std::string & path) {
     const std::string saved = get_str(g, "visplay.base.fingerprint");
@@ -139,9 +136,12 @@ void write_adapter_file(const std::string & path, const std::string & arch, cons
     gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(options.projector_rank));
     gguf_set_val_i64(g.get(), "visplay.step", step);
     gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
+    // gguf's writer reads a tensor that has a backend buffer through ggml_backend_tensor_get, so the
+    // GPU trainer's pairs are written from GPU memory as they are (overriding such a tensor's data
+    // pointer with a host copy would make the writer read a host address as a device one).
     for (const auto & lp : pairs) {
-        add_tensor_host(g.get(), lp.a);
-        add_tensor_host(g.get(), lp.b);
+        gguf_add_tensor(g.get(), lp.a);
+        gguf_add_tensor(g.get(), lp.b);
     }
     write_atomically(path, [&](const std::string & tmp) {
         write_gguf(g.get(), tmp, "the adapter");
@@ -175,8 +175,8 @@ void write_projector_file(const std::string & path, const LoraPair & projector, 
     gguf_set_val_u32(g.get(), "visplay.projector.rank", static_cast<uint32_t>(projector.a->ne[1]));
     gguf_set_val_i64(g.get(), "visplay.step", step);
     gguf_set_val_str(g.get(), "visplay.base.fingerprint", fingerprint.c_str());
-    add_tensor_host(g.get(), projector.a);
-    add_tensor_host(g.get(), projector.b);
+    gguf_add_tensor(g.get(), projector.a);  // host or GPU memory, as in write_adapter_file
+    gguf_add_tensor(g.get(), projector.b);
     write_atomically(path, [&](const std::string & tmp) { write_gguf(g.get(), tmp, "the projector adapter"); });
 }
 

@@ -18,6 +18,7 @@
 #include "core_common.h"
 #include "model_core.h"
 #include "rollout_core.h"
+#include "test_support.h"
 #include "tiny_model.h"
 
 #include "ggml-backend.h"
@@ -151,13 +152,7 @@ int main(int argc, char ** argv) {
         mmproj_path = c.mmproj_path;
     }
 
-    LoadOptions lo;
-    lo.model_path = model_path;
-    lo.mmproj_path = mmproj_path;
-    lo.threads = threads;
-    lo.gpu_layers = cpu ? 0 : 999;
-    lo.cpu_only = cpu;
-    lo.use_gpu_for_vision = !cpu;
+    const LoadOptions lo = visplay::test::load_options(model_path, mmproj_path, !cpu, threads);
     std::shared_ptr<ModelState> model;
     try {
         model = ModelState::load(lo);

@@ -101,13 +101,7 @@ struct Side {
 };
 
 Side open_side(const std::string & name, const TinyModelConfig & files, bool gpu, int threads) {
-    LoadOptions lo;
-    lo.model_path = files.model_path;
-    lo.mmproj_path = files.mmproj_path;
-    lo.threads = threads;
-    lo.gpu_layers = gpu ? 999 : 0;
-    lo.use_gpu_for_vision = gpu;
-    lo.cpu_only = !gpu;
+    const LoadOptions lo = load_options(files.model_path, files.mmproj_path, gpu, threads);
     Side s;
     s.name = name;
     s.model = ModelState::load(lo);

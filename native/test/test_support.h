@@ -2,6 +2,7 @@
 // deterministic test images and the chat prompt around them.
 #pragma once
 
+#include "model_core.h"
 #include "rollout_core.h"
 
 #include "ggml-backend.h"
@@ -12,6 +13,19 @@
 #include <string>
 
 namespace visplay::test {
+
+// Load options for the GPU side (every layer, the KV cache and the vision tower on the GPU) or the
+// CPU reference (no device at all, not even llama.cpp's offload of large batches).
+inline LoadOptions load_options(const std::string & model, const std::string & mmproj, bool gpu, int threads) {
+    LoadOptions lo;
+    lo.model_path = model;
+    lo.mmproj_path = mmproj;
+    lo.threads = threads;
+    lo.gpu_layers = gpu ? 999 : 0;
+    lo.use_gpu_for_vision = gpu;
+    lo.cpu_only = !gpu;
+    return lo;
+}
 
 // A GPU device of ggml's registry (the CUDA backend on a CUDA build), or null.
 inline ggml_backend_dev_t first_gpu() {

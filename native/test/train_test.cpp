@@ -96,13 +96,7 @@ struct Lcg {
 };
 
 std::shared_ptr<ModelState> load(const std::string & model, const std::string & mmproj, bool gpu, int threads) {
-    LoadOptions lo;
-    lo.model_path = model;
-    lo.mmproj_path = mmproj;
-    lo.threads = threads;
-    lo.gpu_layers = gpu ? 999 : 0;
-    lo.use_gpu_for_vision = gpu;
-    lo.cpu_only = !gpu;
+    LoadOptions lo = load_options(model, mmproj, gpu, threads);
     lo.repack = false;  // the CPU trainer reads the weights in place
     return ModelState::load(lo);
 }
@@ -289,8 +283,7 @@ VariantResult parity_variant(const std::string & label, const TinyModelConfig & 
     // (d) save + restore on the subject, then one more step on both: bitwise equal
     const std::string ckpt = (dir / ("ckpt-" + label)).string();
     sub.save(ckpt, opt);
-    auto sub_model2 = sub_model;  // the same loaded model
-    PolicyState restored(sub_model2, po);
+    PolicyState restored(sub_model, po);  // a second policy of the same loaded model
     restored.restore(ckpt);
     sub.run(batch2, loss, opt, true, false);
     restored.run(batch2, loss, opt, true, false);
