@@ -5,7 +5,10 @@
 //          adamw_kernel              multi-tensor AdamW: descriptors as a __grid_constant__ parameter
 //          sum_squares_kernel        per-block partial sums of grad^2 in double
 //          sum_partials_kernel       the partials summed in a fixed order (deterministic)
-//          group_advantages_cuda, lora_adamw_cuda, grad_sum_squares_cuda (host wrappers)
+//          head_lse_kernel           a block per logits row: online (max, sum of exp), one read
+//          head_grad_kernel          d logits = w (onehot - softmax), elementwise
+//          group_advantages_cuda, lora_adamw_cuda, grad_sum_squares_cuda,
+//          head_logsumexp_cuda, head_softmax_grad_cuda (host wrappers)
 //
 // Needs only the CUDA runtime (no cuBLAS). Device code uses IEEE sqrt and division (no fast math)
 // and is compiled with --fmad=false (native/kernels/CMakeLists.txt), so the AdamW update is bitwise
@@ -212,7 +215,7 @@ __device__ __forceinline__ int find_tensor(const TensorList & tl, int c) {
     return lo;
 }
 
-__device__ __forceinline__ bool aligned16(const void * p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+__host__ __device__ __forceinline__ bool aligned16(const void * p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 // The per-element update, in the order of grpo_kernels.h (torch's single-tensor AdamW).
 __device__ __forceinline__ void adamw_element(float & p, float grad, float & m, float & v, const detail::AdamWScalars & s) {
@@ -307,6 +310,111 @@ sum_partials_kernel(const double * __restrict__ partials, int n, double * __rest
     for (int i = threadIdx.x; i < n; i += kAdamWThreads) acc += partials[i];
     const double total = block_sum<kAdamWThreads / 32>(acc, scratch);
     if (threadIdx.x == 0) out[0] = total;
+}
+
+// ---- (c) the vocabulary head's log-softmax -------------------------------------------------------
+//
+// A row is 151,936 floats (600 KB) for Qwen: a block of 256 threads streams it once, each thread
+// keeping a running (max m, sum s of exp(x - m)) in float; the pairs are merged across each warp
+// in float and across the 8 warps in double.
+// Rows arrive in chunks of a few hundred (the trainer's head chunk), one block each.
+constexpr int kHeadThreads = 512;  // head_grad_kernel
+constexpr int kLseThreads = 256;   // head_lse_kernel: 512 would cap registers at 128, and the double merge spills
+
+struct MaxSum {
+    float m;  // running maximum (-inf before the first element)
+    float s;  // sum of exp(x - m) over the elements seen
+};
+
+__device__ __forceinline__ void maxsum_add(MaxSum & a, float x) {
+    if (x > a.m) {
+        a.s = a.s * expf(a.m - x) + 1.0f;  // expf(-inf) = 0 on the first element
+        a.m = x;
+    } else {
+        a.s += expf(x - a.m);
+    }
+}
+
+__global__ void __launch_bounds__(kLseThreads)
+head_lse_kernel(const float * __restrict__ logits,      // (rows, n_vocab)
+                int64_t n_vocab,
+                const int32_t * __restrict__ targets,   // (rows,)
+                float * __restrict__ lse,               // (rows,)
+                float * __restrict__ target_logit) {    // (rows,)
+    const int64_t row = blockIdx.x;
+    const float * l = logits + row * n_vocab;
+    MaxSum a{-INFINITY, 0.0f};
+    int64_t tail = 0;
+    if ((n_vocab & 3) == 0 && aligned16(l)) {
+        const int64_t n4 = n_vocab / 4;
+        const float4 * l4 = reinterpret_cast<const float4 *>(l);
+        for (int64_t k = threadIdx.x; k < n4; k += kLseThreads) {
+            const float4 x = l4[k];
+            maxsum_add(a, x.x);
+            maxsum_add(a, x.y);
+            maxsum_add(a, x.z);
+            maxsum_add(a, x.w);
+        }
+        tail = 4 * n4;
+    }
+    for (int64_t v = tail + threadIdx.x; v < n_vocab; v += kLseThreads) maxsum_add(a, l[v]);
+    // Merge (m, s) pairs: across each warp by butterfly shuffles (fixed order, every lane ends
+    // with the same value), then the 16 warps' pairs by thread 0 in double. An empty pair
+    // (m = -inf, s = 0) contributes nothing; the guard keeps -inf - -inf from making a NaN.
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const float om = __shfl_xor_sync(kFullMask, a.m, offset);
+        const float os = __shfl_xor_sync(kFullMask, a.s, offset);
+        const float m = fmaxf(a.m, om);
+        a.s = (a.s > 0.0f ? a.s * expf(a.m - m) : 0.0f) + (os > 0.0f ? os * expf(om - m) : 0.0f);
+        a.m = m;
+    }
+    __shared__ float s_m[kLseThreads / 32];
+    __shared__ float s_s[kLseThreads / 32];
+    if ((threadIdx.x & 31) == 0) {
+        s_m[threadIdx.x >> 5] = a.m;
+        s_s[threadIdx.x >> 5] = a.s;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float m = -INFINITY;
+        for (int k = 0; k < kLseThreads / 32; ++k) m = fmaxf(m, s_m[k]);
+        double sum = 0.0;
+        for (int k = 0; k < kLseThreads / 32; ++k) {
+            if (s_s[k] > 0.0f) sum += static_cast<double>(s_s[k]) * exp(static_cast<double>(s_m[k]) - static_cast<double>(m));
+        }
+        lse[row] = static_cast<float>(static_cast<double>(m) + log(sum));
+        target_logit[row] = l[targets[row]];
+    }
+}
+
+// grid (ceil(n_vocab / (4 * kHeadThreads)), rows): each thread writes 4 consecutive elements of a row.
+__global__ void __launch_bounds__(kHeadThreads)
+head_grad_kernel(const float * logits,                  // (rows, n_vocab); may alias dlogits
+                 int64_t n_vocab,
+                 const int32_t * __restrict__ targets,  // (rows,)
+                 const float * __restrict__ lse,        // (rows,)
+                 const float * __restrict__ w,          // (rows,)
+                 float * dlogits,                       // (rows, n_vocab)
+                 bool vec4) {
+    const int64_t row = blockIdx.y;
+    const float wr = w[row], lr = lse[row];
+    const int32_t t = targets[row];
+    const int64_t v0 = (static_cast<int64_t>(blockIdx.x) * kHeadThreads + threadIdx.x) * 4;
+    if (v0 >= n_vocab) return;
+    const float * l = logits + row * n_vocab;
+    float * d = dlogits + row * n_vocab;
+    if (vec4) {
+        const float4 x = *reinterpret_cast<const float4 *>(l + v0);
+        float4 y;
+        y.x = -wr * expf(x.x - lr) + (v0 + 0 == t ? wr : 0.0f);
+        y.y = -wr * expf(x.y - lr) + (v0 + 1 == t ? wr : 0.0f);
+        y.z = -wr * expf(x.z - lr) + (v0 + 2 == t ? wr : 0.0f);
+        y.w = -wr * expf(x.w - lr) + (v0 + 3 == t ? wr : 0.0f);
+        *reinterpret_cast<float4 *>(d + v0) = y;
+    } else {
+        for (int64_t v = v0; v < min(n_vocab, v0 + 4); ++v) d[v] = -wr * expf(l[v] - lr) + (v == t ? wr : 0.0f);
+    }
 }
 
 // The non-empty tensors, kMaxTensors per list.
@@ -413,6 +521,28 @@ double grad_sum_squares_cuda(const AdamWTensor * h_tensors, int n_tensors, void 
     check_cuda(cudaMemcpyAsync(scratch.host, buf + n_partials, sizeof(double), cudaMemcpyDeviceToHost, st), "cudaMemcpyAsync");
     check_cuda(cudaStreamSynchronize(st), "cudaStreamSynchronize (grad_sum_squares_cuda)");
     return *scratch.host;
+}
+
+void head_logsumexp_cuda(const float * d_logits, int64_t rows, int64_t n_vocab, const int32_t * d_targets, float * d_lse,
+                         float * d_target_logit, void * stream) {
+    if (rows < 0 || n_vocab < 1) throw std::invalid_argument("head_logsumexp_cuda: rows must be >= 0 and n_vocab >= 1");
+    if (rows == 0) return;
+    if (!d_logits || !d_targets || !d_lse || !d_target_logit) throw std::invalid_argument("head_logsumexp_cuda: a device pointer is null");
+    if (rows > INT32_MAX) throw std::invalid_argument("head_logsumexp_cuda: too many rows");
+    head_lse_kernel<<<static_cast<unsigned>(rows), kLseThreads, 0, as_stream(stream)>>>(d_logits, n_vocab, d_targets, d_lse, d_target_logit);
+    check_cuda(cudaGetLastError(), "head_lse_kernel launch");
+}
+
+void head_softmax_grad_cuda(const float * d_logits, int64_t rows, int64_t n_vocab, const int32_t * d_targets, const float * d_lse,
+                            const float * d_w, float * d_dlogits, void * stream) {
+    if (rows < 0 || n_vocab < 1) throw std::invalid_argument("head_softmax_grad_cuda: rows must be >= 0 and n_vocab >= 1");
+    if (rows == 0) return;
+    if (!d_logits || !d_targets || !d_lse || !d_w || !d_dlogits) throw std::invalid_argument("head_softmax_grad_cuda: a device pointer is null");
+    if (rows > 65535) throw std::invalid_argument("head_softmax_grad_cuda: at most 65535 rows per call");
+    const bool vec4 = (n_vocab & 3) == 0 && aligned16(d_logits) && aligned16(d_dlogits);
+    const dim3 grid(static_cast<unsigned>((n_vocab + 4 * kHeadThreads - 1) / (4 * kHeadThreads)), static_cast<unsigned>(rows));
+    head_grad_kernel<<<grid, kHeadThreads, 0, as_stream(stream)>>>(d_logits, n_vocab, d_targets, d_lse, d_w, d_dlogits, vec4);
+    check_cuda(cudaGetLastError(), "head_grad_kernel launch");
 }
 
 void cuda_stream_synchronize(void * stream) { check_cuda(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize"); }

@@ -4,6 +4,7 @@
 // compiled with -fopenmp-simd and no OpenMP runtime) and to split large updates across threads.
 //
 // defines: group_advantages_cpu, lora_adamw_cpu, grad_sum_squares_cpu, grad_clip_scale,
+//          head_logsumexp_cpu, head_softmax_grad_cpu,
 //          detail::adamw_scalars, detail::check_tensors
 #include "grpo_kernels.h"
 
@@ -203,6 +204,45 @@ float grad_clip_scale(double sum_squares, double max_norm) {
     if (!(max_norm > 0.0)) throw std::invalid_argument("grad_clip_scale: max_norm must be positive");
     const double coef = max_norm / (std::sqrt(sum_squares) + 1e-6);
     return static_cast<float>(std::min(1.0, coef));
+}
+
+namespace {
+void check_head(const float * logits, int64_t rows, int64_t n_vocab, const int32_t * targets, const char * who) {
+    if (rows < 0 || n_vocab < 1) throw std::invalid_argument(std::string(who) + ": rows must be >= 0 and n_vocab >= 1");
+    if (rows > 0 && (logits == nullptr || targets == nullptr)) throw std::invalid_argument(std::string(who) + ": a pointer is null");
+    for (int64_t r = 0; r < rows; ++r) {
+        if (targets[r] < 0 || targets[r] >= n_vocab) {
+            throw std::invalid_argument(std::string(who) + ": target " + std::to_string(targets[r]) + " of row " + std::to_string(r) +
+                                        " is outside [0, n_vocab)");
+        }
+    }
+}
+}  // namespace
+
+// The reference: two passes in double (max, then the sum of exp(x - max)).
+void head_logsumexp_cpu(const float * logits, int64_t rows, int64_t n_vocab, const int32_t * targets, float * lse, float * target_logit) {
+    check_head(logits, rows, n_vocab, targets, "head_logsumexp_cpu");
+    for (int64_t r = 0; r < rows; ++r) {
+        const float * l = logits + r * n_vocab;
+        double m = l[0];
+        for (int64_t v = 1; v < n_vocab; ++v) m = std::max(m, static_cast<double>(l[v]));
+        double s = 0.0;
+        for (int64_t v = 0; v < n_vocab; ++v) s += std::exp(static_cast<double>(l[v]) - m);
+        lse[r] = static_cast<float>(m + std::log(s));
+        target_logit[r] = l[targets[r]];
+    }
+}
+
+void head_softmax_grad_cpu(const float * logits, int64_t rows, int64_t n_vocab, const int32_t * targets, const float * lse,
+                           const float * w, float * dlogits) {
+    check_head(logits, rows, n_vocab, targets, "head_softmax_grad_cpu");
+    for (int64_t r = 0; r < rows; ++r) {
+        const float * l = logits + r * n_vocab;
+        float * d = dlogits + r * n_vocab;
+        const double wr = w[r], lr = lse[r];
+        for (int64_t v = 0; v < n_vocab; ++v) d[v] = static_cast<float>(-wr * std::exp(static_cast<double>(l[v]) - lr));
+        d[targets[r]] += static_cast<float>(wr);
+    }
 }
 
 namespace detail {

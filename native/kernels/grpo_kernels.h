@@ -6,6 +6,8 @@
 //          lora_adamw_cpu, lora_adamw_cuda                   (b) fused multi-tensor AdamW step
 //          grad_sum_squares_cpu, grad_sum_squares_cuda       (b) global grad norm for clipping
 //          grad_clip_scale                                    (b) torch's clip_grad_norm_ factor
+//          head_logsumexp_cpu, head_logsumexp_cuda           (c) log-softmax of the vocabulary head
+//          head_softmax_grad_cpu, head_softmax_grad_cuda     (c) d loss / d logits of the head
 //
 // Errors: a precondition the function can check (negative sizes, null pointers with n > 0,
 // decreasing offsets on the CPU, hyperparameters out of range) throws std::invalid_argument; a
@@ -83,6 +85,23 @@ double grad_sum_squares_cpu(const AdamWTensor * tensors, int n_tensors, int n_th
 // torch.nn.utils.clip_grad_norm_'s factor: min(1, max_norm / (sqrt(sum_squares) + 1e-6)).
 float grad_clip_scale(double sum_squares, double max_norm);
 
+// ---- (c) the vocabulary head's log-softmax (the GRPO loss's only contact with the logits) ------
+//
+// A token's loss depends on the network only through logp = logits[target] - logsumexp(logits)
+// (grpo_loss.h), so the trainer needs 8 bytes per row from the head, not the row itself:
+//   head_logsumexp:    lse[r] = log sum_v exp(logits[r][v]),  target_logit[r] = logits[r][targets[r]]
+//   head_softmax_grad: dlogits[r][v] = w[r] * ([v == targets[r]] - exp(logits[r][v] - lse[r]))
+// where w[r] = d loss / d logp[r] (times the row's aggregation weight), formed on the host from
+// the two floats. logits and dlogits: (rows, n_vocab) row-major floats (a ggml [n_vocab, rows]
+// tensor); dlogits may alias logits (each element is read once, then overwritten). targets:
+// (rows,) int32 in [0, n_vocab) (the caller checks: they are token ids it already validated).
+// Rows must be finite; a row whose maximum is +-inf or NaN gives a NaN lse. The CPU versions
+// accumulate in double and are the reference; the CUDA ones run an online (max, sum) reduction in
+// float per thread, combined in double per block: |lse_cuda - lse_cpu| <~ 1e-6 (1 + |lse|).
+void head_logsumexp_cpu(const float * logits, int64_t rows, int64_t n_vocab, const int32_t * targets, float * lse, float * target_logit);
+void head_softmax_grad_cpu(const float * logits, int64_t rows, int64_t n_vocab, const int32_t * targets, const float * lse,
+                           const float * w, float * dlogits);
+
 #ifdef VISPLAY_CUDA
 // Device-pointer versions, asynchronous on `stream` (a cudaStream_t passed as void *; nullptr is
 // the legacy default stream). The host arrays (h_tensors) may be freed as soon as a call returns.
@@ -98,6 +117,13 @@ void lora_adamw_cuda(const AdamWTensor * h_tensors, int n_tensors, const AdamWCo
 //   return the value. Uses a small per-device scratch buffer kept for the life of the process;
 //   concurrent calls in one process take turns (a mutex held until the value is back).
 double grad_sum_squares_cuda(const AdamWTensor * h_tensors, int n_tensors, void * stream);
+// head_logsumexp_cuda: a block per row (one read of the logits); head_softmax_grad_cuda: one
+//   elementwise pass (float4 where n_vocab % 4 == 0 and the pointers are 16-byte aligned).
+//   Both are asynchronous on `stream`; all pointers are device pointers.
+void head_logsumexp_cuda(const float * d_logits, int64_t rows, int64_t n_vocab, const int32_t * d_targets, float * d_lse,
+                         float * d_target_logit, void * stream);
+void head_softmax_grad_cuda(const float * d_logits, int64_t rows, int64_t n_vocab, const int32_t * d_targets, const float * d_lse,
+                            const float * d_w, float * d_dlogits, void * stream);
 // Waits for the work queued on `stream` (the trainer orders our kernels against ggml's own stream).
 void cuda_stream_synchronize(void * stream);
 #endif

@@ -4,6 +4,8 @@
 //   lora_adamw          28 B/element (read param, grad, m, v; write param, m, v)
 //   grad_sum_squares     4 B/element (read grad)
 //   group_advantages     8 B/element + 4 B/offset (read reward, write advantage)
+//   head_logsumexp       4 B/element (read logits; 12 B per row of targets and results)
+//   head_softmax_grad    8 B/element (read logits, write d logits in place)
 // On the GPU the reference ceiling is a device-to-device cudaMemcpy, measured here (bytes read +
 // written), and each kernel's GB/s is also given as a fraction of it.
 //
@@ -277,6 +279,21 @@ double bench_cuda(const Options & o, const std::vector<int64_t> & sizes, const s
         add(make_row("grad_sum_squares", "cuda", shape, n, 4.0 * n,
                      timer.run(reps, [&] { (void)visplay::grad_sum_squares_cuda(ts.data(), static_cast<int>(ts.size()), stream); })));
     }
+    if (!o.quick) {
+        // The grad norm at 256M elements (1 GiB): the fixed cost (two launches, the 8-byte copy
+        // back, the synchronization) is tens of microseconds, a third of the time at 64M.
+        const int64_t n = int64_t(1) << 28;
+        DeviceBuffer g(n * 4);
+        upload(g.f(), random_floats(n, 1e-3f, 2));
+        std::vector<visplay::AdamWTensor> ts;
+        int64_t at = 0;
+        for (int64_t s : lora_split(n)) {
+            ts.push_back({g.f() + at, g.f() + at, g.f() + at, g.f() + at, s});  // only grad is read
+            at += s;
+        }
+        add(make_row("grad_sum_squares", "cuda", human(n) + " (" + std::to_string(ts.size()) + " tensors)", n, 4.0 * n,
+                     timer.run(o.repeats > 0 ? o.repeats : 11, [&] { (void)visplay::grad_sum_squares_cuda(ts.data(), static_cast<int>(ts.size()), stream); })));
+    }
     for (const GroupShape & gs : shapes) {
         const int64_t n = int64_t(gs.groups) * gs.size;
         DeviceBuffer r(n * 4), out(n * 4), off((gs.groups + 1) * 4);
@@ -288,6 +305,25 @@ double bench_cuda(const Options & o, const std::vector<int64_t> & sizes, const s
         add(make_row("group_advantages", "cuda", shape, n, 8.0 * n + 4.0 * (gs.groups + 1),
                      timer.run(o.repeats > 0 ? o.repeats : 51, [&] {
                          visplay::group_advantages_cuda(r.f(), static_cast<const int32_t *>(off.ptr), gs.groups, 1e-6f, out.f(), stream);
+                     })));
+    }
+    // The head's log-softmax at the trainer's chunk: 256 rows of Qwen's 151,936 logits (155 MB).
+    {
+        const int64_t rows = 256, n_vocab = 151936, n = rows * n_vocab;
+        DeviceBuffer l(n * 4), t(rows * 4), lse(rows * 4), tl(rows * 4), w(rows * 4);
+        upload(l.f(), random_floats(n, 3.0f, 6));
+        std::vector<int32_t> h_t(rows);
+        for (int64_t r = 0; r < rows; ++r) h_t[r] = static_cast<int32_t>((r * 7919) % n_vocab);
+        ck(cudaMemcpy(t.ptr, h_t.data(), rows * 4, cudaMemcpyHostToDevice), "cudaMemcpy");
+        upload(w.f(), random_floats(rows, 1.0f, 7));
+        const std::string shape = std::to_string(rows) + " x " + std::to_string(n_vocab);
+        const int reps = o.repeats > 0 ? o.repeats : 51;
+        add(make_row("head_logsumexp", "cuda", shape, n, 4.0 * n + 12.0 * rows, timer.run(reps, [&] {
+                         visplay::head_logsumexp_cuda(l.f(), rows, n_vocab, static_cast<const int32_t *>(t.ptr), lse.f(), tl.f(), stream);
+                     })));
+        // In place, as the trainer runs it: w is tiny, so repeated runs keep the values finite.
+        add(make_row("head_softmax_grad", "cuda", shape, n, 8.0 * n + 12.0 * rows, timer.run(reps, [&] {
+                         visplay::head_softmax_grad_cuda(l.f(), rows, n_vocab, static_cast<const int32_t *>(t.ptr), lse.f(), w.f(), l.f(), stream);
                      })));
     }
     ck(cudaStreamDestroy(stream), "cudaStreamDestroy");
@@ -351,8 +387,11 @@ int main(int argc, char ** argv) {
     // AdamW: 1M, 16M, 64M floats (LoRA rank 64 on a 3B model is about 30M parameters).
     std::vector<int64_t> sizes = {int64_t(1) << 20, int64_t(1) << 24};
     if (!o.quick) sizes.push_back(int64_t(1) << 26);
-    // GRPO's shapes: many prompts x 8 samples; fewer prompts x many samples; one huge group.
-    const std::vector<GroupShape> shapes = {{4096, 8}, {512, 1024}, {1, 1 << 20}};
+    // GRPO's shapes: many prompts x 8 samples; fewer prompts x many samples; one huge group; and
+    // 64M rewards in groups of 1024, big enough that launch and synchronization costs do not
+    // hide the kernel's bandwidth (GRPO's real batches are launch-bound on a GPU: microseconds).
+    std::vector<GroupShape> shapes = {{4096, 8}, {512, 1024}, {1, 1 << 20}};
+    if (!o.quick) shapes.push_back({65536, 1024});
     const int threads = o.threads > 0 ? o.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
     std::vector<Row> rows;

@@ -17,6 +17,10 @@
 //   AdamW p/m/v, CUDA vs CPU, 10 steps         rtol 1e-5,  atol 1e-6 * max|ref|, and then bitwise equal
 //                                              (both are built without FMA contraction)
 //   sum of squares, CUDA vs CPU                rtol 1e-9; and bitwise equal from run to run
+//   head lse, CPU vs long double               atol 1e-12 (1 + |lse|)
+//   head d logits, CPU vs central differences  atol 1e-6 of d logp / d logits (h = 1e-4, in long double)
+//   head lse and target logit, CUDA vs CPU     atol 1e-5 (1 + |lse|): float accumulation per thread
+//   head d logits, CUDA vs CPU                 atol 1e-6 |w|, rtol 1e-5
 // Exit code: 0 when every check passed, 1 otherwise.
 #include "grpo_kernels.h"
 
@@ -419,6 +423,95 @@ void test_adamw_cpu() {
     }
 }
 
+// ---- (c) the head's log-softmax -------------------------------------------------------------------
+
+struct HeadCase {
+    std::string name;
+    int64_t rows, n_vocab;
+    std::vector<float> logits;   // (rows, n_vocab)
+    std::vector<int32_t> targets;
+    std::vector<float> w;
+};
+
+// Rows like a language model's: most logits in a narrow band, a few tall ones; plus a row with a
+// huge offset (lse ~ 1e4: the max subtraction matters), a row of equal logits, a very peaked row.
+HeadCase make_head(const std::string & name, int64_t rows, int64_t n_vocab, uint64_t seed) {
+    HeadCase c{name, rows, n_vocab, {}, {}, {}};
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    c.logits.resize(static_cast<size_t>(rows * n_vocab));
+    for (int64_t r = 0; r < rows; ++r) {
+        float * l = c.logits.data() + r * n_vocab;
+        const int kind = static_cast<int>(r % 4);
+        for (int64_t v = 0; v < n_vocab; ++v) {
+            l[v] = kind == 2 ? 0.5f : normal(rng) + (kind == 1 ? 1.0e4f : 0.0f);
+        }
+        if (kind == 3) l[rng() % n_vocab] = 40.0f;  // p ~ 1 on one token
+        c.targets.push_back(static_cast<int32_t>(rng() % n_vocab));
+        c.w.push_back(static_cast<float>(static_cast<int>(rng() % 2001) - 1000) / 1000.0f);
+    }
+    return c;
+}
+
+long double lse_long(const float * l, int64_t n) {
+    long double m = l[0];
+    for (int64_t v = 1; v < n; ++v) m = std::max(m, static_cast<long double>(l[v]));
+    long double s = 0;
+    for (int64_t v = 0; v < n; ++v) s += std::exp(static_cast<long double>(l[v]) - m);
+    return m + std::log(s);
+}
+
+void test_head_cpu() {
+    const HeadCase c = make_head("head cpu", 8, 1000, 41);
+    std::vector<float> lse(c.rows), tl(c.rows);
+    visplay::head_logsumexp_cpu(c.logits.data(), c.rows, c.n_vocab, c.targets.data(), lse.data(), tl.data());
+    double worst = 0;
+    bool targets_ok = true;
+    for (int64_t r = 0; r < c.rows; ++r) {
+        const long double ref = lse_long(c.logits.data() + r * c.n_vocab, c.n_vocab);
+        worst = std::max(worst, static_cast<double>(std::fabs(lse[r] - ref) / (1 + std::fabs(ref))));
+        targets_ok = targets_ok && tl[r] == c.logits[r * c.n_vocab + c.targets[r]];
+    }
+    // lse is returned as float: its rounding (6e-8 relative) is the whole error.
+    expect(worst <= 1e-7, "head lse cpu vs long double: worst " + std::to_string(worst) + " (1 + |lse|) (tol 1e-7)");
+    expect(targets_ok, "head target logit cpu: logits[r][targets[r]]");
+
+    // d logp / d logits by central differences of logp(l) = l[t] - lse(l) in long double, against
+    // head_softmax_grad with w = 1 (so dlogits = d logp / d logits). Small rows, every element.
+    const HeadCase f = make_head("head fd", 4, 64, 43);
+    std::vector<float> flse(f.rows), ftl(f.rows), ones(f.rows, 1.0f), d(f.logits.size());
+    visplay::head_logsumexp_cpu(f.logits.data(), f.rows, f.n_vocab, f.targets.data(), flse.data(), ftl.data());
+    visplay::head_softmax_grad_cpu(f.logits.data(), f.rows, f.n_vocab, f.targets.data(), flse.data(), ones.data(), d.data());
+    std::vector<long double> fd(f.logits.size());
+    double fd_worst = 0, row_sum_worst = 0;
+    for (int64_t r = 0; r < f.rows; ++r) {
+        if (r % 4 == 1) continue;  // the 1e4-offset row: a float perturbation of 1e-4 is below its ulp
+        std::vector<float> l(f.logits.begin() + r * f.n_vocab, f.logits.begin() + (r + 1) * f.n_vocab);
+        long double row_sum = 0;
+        for (int64_t v = 0; v < f.n_vocab; ++v) {
+            const float h = 1e-2f;  // exact in float around |l| <= 40 to ~1e-6 relative; the difference is taken in long double
+            const float x = l[v];
+            l[v] = x + h;
+            const long double up = static_cast<long double>(l[f.targets[r]]) - lse_long(l.data(), f.n_vocab);
+            const long double hp = static_cast<long double>(l[v]) - x;
+            l[v] = x - h;
+            const long double down = static_cast<long double>(l[f.targets[r]]) - lse_long(l.data(), f.n_vocab);
+            const long double hm = x - static_cast<long double>(l[v]);
+            l[v] = x;
+            const long double g = (up - down) / (hp + hm);
+            fd_worst = std::max(fd_worst, static_cast<double>(std::fabs(g - d[r * f.n_vocab + v])));
+            row_sum += d[r * f.n_vocab + v];
+        }
+        row_sum_worst = std::max(row_sum_worst, static_cast<double>(std::fabs(row_sum)));
+    }
+    // Central differences with h = 1e-2 carry an O(h^2 p) truncation error: <= 1e-4 * max p'' ~ 1e-5.
+    expect(fd_worst <= 2e-5, "head d logits cpu vs central differences of logp: worst " + std::to_string(fd_worst) + " (tol 2e-5)");
+    expect(row_sum_worst <= 1e-6, "head d logits cpu: each row sums to 0 (worst " + std::to_string(row_sum_worst) + ")");
+    int32_t bad_target = 1000;
+    expect(throws_invalid([&] { visplay::head_logsumexp_cpu(c.logits.data(), 1, c.n_vocab, &bad_target, lse.data(), tl.data()); }),
+           "head lse cpu: a target outside [0, n_vocab) throws invalid_argument");
+}
+
 // ---- CUDA ---------------------------------------------------------------------------------------
 
 #ifdef VISPLAY_CUDA
@@ -557,6 +650,44 @@ void test_adamw_cuda(cudaStream_t stream) {
     expect(visplay::grad_sum_squares_cuda(nullptr, 0, stream) == 0.0, "grad_sum_squares cuda: no tensors sum to 0");
 }
 
+void test_head_cuda(cudaStream_t stream) {
+    // Qwen's vocabulary (151,936 = 4 * 37,984: the float4 path), an odd vocabulary (the scalar
+    // path), and the same rows at a pointer 4 bytes off 16-byte alignment; in place and not.
+    struct Shape { int64_t rows, n_vocab; int misalign; bool in_place; };
+    for (const Shape sh : {Shape{8, 151936, 0, false}, Shape{8, 151936, 0, true}, Shape{6, 1001, 0, false}, Shape{5, 151936, 1, true}}) {
+        const std::string name = std::to_string(sh.rows) + " x " + std::to_string(sh.n_vocab) + (sh.misalign ? ", misaligned" : "") +
+                                 (sh.in_place ? ", in place" : "");
+        const HeadCase c = make_head(name, sh.rows, sh.n_vocab, 50 + sh.n_vocab + sh.misalign);
+        std::vector<float> lse(c.rows), tl(c.rows), d(c.logits.size());
+        visplay::head_logsumexp_cpu(c.logits.data(), c.rows, c.n_vocab, c.targets.data(), lse.data(), tl.data());
+        visplay::head_softmax_grad_cpu(c.logits.data(), c.rows, c.n_vocab, c.targets.data(), lse.data(), c.w.data(), d.data());
+        const size_t n = c.logits.size();
+        DeviceBuffer dl((n + 4) * sizeof(float)), dd((n + 4) * sizeof(float)), dt(c.rows * 4), dlse(c.rows * 4), dtl(c.rows * 4), dw(c.rows * 4);
+        float * l = dl.as<float>() + sh.misalign;
+        ck(cudaMemcpy(l, c.logits.data(), n * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
+        upload(dt.as<int32_t>(), c.targets);
+        upload(dw.as<float>(), c.w);
+        visplay::head_logsumexp_cuda(l, c.rows, c.n_vocab, dt.as<int32_t>(), dlse.as<float>(), dtl.as<float>(), stream);
+        ck(cudaStreamSynchronize(stream), "head lse sync");
+        const std::vector<float> glse = download(dlse.as<float>(), c.rows), gtl = download(dtl.as<float>(), c.rows);
+        double worst = 0;
+        for (int64_t r = 0; r < c.rows; ++r) worst = std::max(worst, std::fabs(static_cast<double>(glse[r]) - lse[r]) / (1 + std::fabs(lse[r])));
+        expect(worst <= 1e-5, "head lse cuda vs cpu, " + name + ": worst " + std::to_string(worst) + " (1 + |lse|) (tol 1e-5)");
+        expect(gtl == tl, "head target logit cuda: equal to the cpu's, " + name);
+        // The gradient from the CPU's lse, so this compares the elementwise pass alone.
+        upload(dlse.as<float>(), lse);
+        float * out = sh.in_place ? l : dd.as<float>() + sh.misalign;
+        visplay::head_softmax_grad_cuda(l, c.rows, c.n_vocab, dt.as<int32_t>(), dlse.as<float>(), dw.as<float>(), out, stream);
+        ck(cudaStreamSynchronize(stream), "head grad sync");
+        const std::vector<float> gd = download(out, n);
+        double wmax = 0;
+        for (float x : c.w) wmax = std::max(wmax, static_cast<double>(std::fabs(x)));
+        close_enough("head d logits cuda vs cpu, " + name, gd.data(), d.data(), n, 1e-6 * wmax, 1e-5);
+    }
+    expect(throws_invalid([&] { visplay::head_logsumexp_cuda(nullptr, 1, 10, nullptr, nullptr, nullptr, stream); }),
+           "head lse cuda: a null pointer throws invalid_argument");
+}
+
 // "" when a device is usable, otherwise why not.
 std::string cuda_unavailable() {
     int count = 0;
@@ -643,6 +774,7 @@ int main(int argc, char ** argv) {
         const std::vector<GroupCase> cases = group_cases();
         test_advantages_cpu(cases);
         test_adamw_cpu();
+        test_head_cpu();
         std::printf("cpu: %d checks, %d failed\n", g_checks, g_failures);
 #ifdef VISPLAY_CUDA
         const std::string why = cuda_unavailable();
@@ -657,6 +789,7 @@ int main(int argc, char ** argv) {
             ck(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
             test_advantages_cuda(cases, stream);
             test_adamw_cuda(stream);
+            test_head_cuda(stream);
             ck(cudaStreamDestroy(stream), "cudaStreamDestroy");
             std::printf("cuda: %d checks, %d failed\n", g_checks - before, g_failures - failed_before);
             cuda_ran = true;

@@ -256,7 +256,7 @@ void PolicyState::init_lora() {
     }
     // Per pair: A, B, their gradient accumulators and (GPU) AdamW moments; room for the projector's
     // pair; the loss seed.
-    const size_t n_tensors = (bases.size() + 1) * 8 + 1;
+    const size_t n_tensors = (bases.size() + 1) * 8 + 1 + 4;
     ggml_init_params p = {ggml_tensor_overhead() * n_tensors, nullptr, true};
     lora_ctx_ = ggml_init(p);
     // A: ne [n_in, rank], B: ne [rank, n_out], named "<name>.lora_a/b"; both trained.
@@ -285,6 +285,13 @@ void PolicyState::init_lora() {
     // order) is unchanged.
     if (options_.projector_rank > 0) add_pair(projector_, kProjectorName, lm_.n_embd, options_.projector_rank, lm_.n_embd);
     loss_seed_ = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_F32, 1);
+    if (on_gpu_) {
+        // The head's per-row exchange with our CUDA log-softmax kernels, for head_chunk rows.
+        head_io_.targets = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_I32, options_.head_chunk);
+        head_io_.lse = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_F32, options_.head_chunk);
+        head_io_.target_logit = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_F32, options_.head_chunk);
+        head_io_.w = ggml_new_tensor_1d(lora_ctx_, GGML_TYPE_F32, options_.head_chunk);
+    }
     lora_buf_ = ggml_backend_alloc_ctx_tensors(lora_ctx_, backend_);
     if (!lora_buf_) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the LoRA tensors");
     by_base_.clear();
@@ -488,7 +495,9 @@ double PolicyState::lr_at(int64_t step, const OptimizerConfig & opt) const {
 }
 
 // The vocabulary head for `rows` hidden states: logits [n_vocab, rows] in head graph 1; graph 2
-// turns d logits back into d hidden. Both stay allocated (separate allocators) until the next call.
+// turns d logits back into d hidden. d logits share the logits' memory: each row's d logits are
+// written over its logits once they have been read (155 MB fewer at 256 rows of Qwen's vocabulary).
+// Both graphs stay allocated (separate allocators) until the next call with another row count.
 PolicyState::Head & PolicyState::head(int rows) {
     if (head_ && head_->rows == rows) return *head_;
     head_.reset();
@@ -509,23 +518,14 @@ PolicyState::Head & PolicyState::head(int rows) {
     h->g2 = ggml_new_graph_custom(ctx, 16, false);
     ggml_build_forward_expand(h->g2, h->dhidden);
     alloc_graph(head_alloc_, h->g1);
+    // Placed before graph 2 is allocated, so its allocator takes d logits as already allocated.
+    if (ggml_backend_tensor_alloc(h->logits->buffer, h->dlogits, h->logits->data) != GGML_STATUS_SUCCESS) {
+        throw CodedError("ERR_OUT_OF_MEMORY", "could not place the head's d logits");
+    }
     alloc_graph(head2_alloc_, h->g2);
     if (on_gpu_) {
         check_supported(backend_, h->g1);
         check_supported(backend_, h->g2);
-        // The loss is computed on the host: logits come down and d logits go up, [rows, n_vocab] each,
-        // through pinned host memory of the GPU's backend when it has one (DMA at full speed).
-        const size_t bytes = static_cast<size_t>(rows) * lm_.n_vocab * sizeof(float);
-        ggml_backend_buffer_type_t pinned = ggml_backend_dev_host_buffer_type(ggml_backend_get_device(backend_));
-        if (pinned) h->staging = ggml_backend_buft_alloc_buffer(pinned, 2 * bytes);
-        if (h->staging) {
-            h->logits_host = static_cast<float *>(ggml_backend_buffer_get_base(h->staging));
-            h->dlogits_host = h->logits_host + static_cast<size_t>(rows) * lm_.n_vocab;
-        } else {
-            h->staging_vec.resize(2 * static_cast<size_t>(rows) * lm_.n_vocab);
-            h->logits_host = h->staging_vec.data();
-            h->dlogits_host = h->logits_host + static_cast<size_t>(rows) * lm_.n_vocab;
-        }
     }
     head_ = std::move(h);
     return *head_;
@@ -726,11 +726,8 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
         std::vector<double> ref_logp(R, 0.0);
         if (loss.kl_coef != 0) {
             const std::vector<float> hidden_ref = forward_hidden(in, /* with_lora */ false);
-            for_each_head_chunk(hidden_ref.data(), R, [&](int r0, int rows, float * logits) {
-                parallel_for(rows, n_threads_, [&](int i) {
-                    const float * l = logits + static_cast<size_t>(i) * lm_.n_vocab;
-                    ref_logp[r0 + i] = l[in.pred_target[r0 + i]] - logsumexp(l, lm_.n_vocab, nullptr);
-                });
+            head_logprobs(hidden_ref.data(), R, in.pred_target.data(), [&](int r0, int rows, const double * logp, double *) {
+                std::copy(logp, logp + rows, ref_logp.begin() + r0);
                 return false;
             });
         }
@@ -779,45 +776,25 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
         ggml_backend_tensor_get(lg.hidden, hidden.data(), 0, hidden.size() * sizeof(float));
         std::vector<float> dh(backward ? hidden.size() : 0);
 
-        for_each_head_chunk(hidden.data(), R, [&](int r0, int rows, float * logits) {
-            std::vector<TokenLoss> terms(rows);
-            std::vector<double> lse(rows), weight(rows);
-            parallel_for(rows, n_threads_, [&](int i) {
-                const int r = r0 + i;
-                const float * l = logits + static_cast<size_t>(i) * lm_.n_vocab;
-                lse[i] = logsumexp(l, lm_.n_vocab, nullptr);
-                const double logp = l[in.pred_target[r]] - lse[i];
-                const TrainSample & smp = batch.groups[in.pred_group[r]].samples[in.pred_sample[r]];
-                const double old = smp.old_logprobs.empty() ? logp : smp.old_logprobs[in.pred_index[r]];
-                terms[i] = grpo_token_loss(logp, old, ref_logp[r], smp.advantage, loss);
-                const int seq = seq_base[in.pred_group[r]] + in.pred_sample[r];
-                weight[i] = seq_weight[seq];
-                out.logprobs[seq][in.pred_index[r]] = static_cast<float>(logp);
-                if (loss.kl_coef != 0) out.ref_logprobs[seq][in.pred_index[r]] = static_cast<float>(ref_logp[r]);
-            });
+        head_logprobs(hidden.data(), R, in.pred_target.data(), [&](int r0, int rows, const double * logp, double * w) {
             for (int i = 0; i < rows; ++i) {
-                sum_loss += weight[i] * terms[i].total;
-                sum_pg += weight[i] * terms[i].pg;
-                sum_kl += weight[i] * terms[i].kl;
-                n_clipped += terms[i].clipped;
-                n_dual += terms[i].dual_clipped;
+                const int r = r0 + i;
+                const TrainSample & smp = batch.groups[in.pred_group[r]].samples[in.pred_sample[r]];
+                const double old = smp.old_logprobs.empty() ? logp[i] : smp.old_logprobs[in.pred_index[r]];
+                const TokenLoss term = grpo_token_loss(logp[i], old, ref_logp[r], smp.advantage, loss);
+                const int seq = seq_base[in.pred_group[r]] + in.pred_sample[r];
+                const double weight = seq_weight[seq];
+                out.logprobs[seq][in.pred_index[r]] = static_cast<float>(logp[i]);
+                if (loss.kl_coef != 0) out.ref_logprobs[seq][in.pred_index[r]] = static_cast<float>(ref_logp[r]);
+                sum_loss += weight * term.total;
+                sum_pg += weight * term.pg;
+                sum_kl += weight * term.kl;
+                n_clipped += term.clipped;
+                n_dual += term.dual_clipped;
+                // d loss / d logits = w (onehot(target) - softmax), w = d loss / d logp * aggregation weight.
+                w[i] = term.dtotal_dlogp * weight;
             }
-            if (!backward) return false;
-            // d loss / d logits = w (onehot(target) - softmax), w = d loss / d logp * aggregation weight.
-            Head & h = head(rows);
-            float * dl = on_gpu_ ? h.dlogits_host : static_cast<float *>(h.dlogits->data);
-            parallel_for(rows, n_threads_, [&](int i) {
-                const float * l = logits + static_cast<size_t>(i) * lm_.n_vocab;
-                float * d = dl + static_cast<size_t>(i) * lm_.n_vocab;
-                const double w = terms[i].dtotal_dlogp * weight[i];
-                const float m = max_of(l, lm_.n_vocab);
-                const double s = sum_exp(l, lm_.n_vocab, m, 1.0f, d);
-                const float k = static_cast<float>(-w / s);
-#pragma omp simd
-                for (int32_t v = 0; v < lm_.n_vocab; ++v) d[v] *= k;
-                d[in.pred_target[r0 + i]] += static_cast<float>(w);
-            });
-            return true;  // run graph 2: dhidden for these rows
+            return backward;  // on: graph 2 writes d hidden for these rows
         }, dh.empty() ? nullptr : dh.data());
 
         if (backward) {
@@ -899,25 +876,89 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
     return out;
 }
 
-// Runs the vocabulary head over `rows` hidden states in chunks of head_chunk rows. For each chunk
-// fn(r0, rows, logits) sees logits [rows][n_vocab]; when it returns true it has filled the head's
-// d logits and graph 2 writes d hidden for those rows into dhidden (when given).
-void PolicyState::for_each_head_chunk(const float * hidden, int rows, const std::function<bool(int, int, float *)> & fn, float * dhidden) {
+// The vocabulary head over `rows` hidden states for the loss, in chunks of head_chunk rows: only
+// each row's logp = logits[target] - logsumexp(logits) leaves the head. fn(r0, n, logp, w) sees a
+// chunk's log-probs; to go on with the backward pass it fills w[i] = d loss / d logp (times the
+// row's aggregation weight) and returns true, and then d logits = w (onehot - softmax) and graph 2
+// writes the rows' d hidden into dhidden. On the GPU our CUDA kernels do the log-softmax and d logits
+// in GPU memory (8 bytes a row come down, 4 go up); on the CPU the same maths runs on n_threads_.
+void PolicyState::head_logprobs(const float * hidden, int rows, const int32_t * targets,
+                                const std::function<bool(int, int, const double *, double *)> & fn, float * dhidden) {
+    std::vector<double> logp, w;
     for (int r0 = 0; r0 < rows; r0 += options_.head_chunk) {
         const int n = std::min(options_.head_chunk, rows - r0);
         Head & h = head(n);
         ggml_backend_tensor_set(h.hidden, hidden + static_cast<size_t>(r0) * lm_.n_embd, 0, static_cast<size_t>(n) * lm_.n_embd * sizeof(float));
         compute(backend_, h.g1);
-        float * logits = static_cast<float *>(h.logits->data);
+        logp.assign(n, 0.0);
+        w.assign(n, 0.0);
+        const int32_t * t = targets + r0;
+        float * logits = static_cast<float *>(h.logits->data);  // [n][n_vocab]; d logits are written over it
         if (on_gpu_) {
-            ggml_backend_tensor_get(h.logits, h.logits_host, 0, ggml_nbytes(h.logits));
-            logits = h.logits_host;
+#ifdef VISPLAY_CUDA
+            ggml_backend_tensor_set(head_io_.targets, t, 0, static_cast<size_t>(n) * sizeof(int32_t));
+            // ggml's graph computation returned synchronized; ours runs on the default stream and
+            // is waited for before ggml's stream touches the buffers again.
+            head_logsumexp_cuda(logits, n, lm_.n_vocab, static_cast<const int32_t *>(head_io_.targets->data),
+                                static_cast<float *>(head_io_.lse->data), static_cast<float *>(head_io_.target_logit->data), nullptr);
+            cuda_stream_synchronize(nullptr);
+            std::vector<float> lse(n), target_logit(n);
+            ggml_backend_tensor_get(head_io_.lse, lse.data(), 0, static_cast<size_t>(n) * sizeof(float));
+            ggml_backend_tensor_get(head_io_.target_logit, target_logit.data(), 0, static_cast<size_t>(n) * sizeof(float));
+            for (int i = 0; i < n; ++i) logp[i] = static_cast<double>(target_logit[i]) - static_cast<double>(lse[i]);
+#endif
+        } else {
+            parallel_for(n, n_threads_, [&](int i) {
+                const float * l = logits + static_cast<size_t>(i) * lm_.n_vocab;
+                logp[i] = l[t[i]] - logsumexp(l, lm_.n_vocab, nullptr);
+            });
         }
-        if (fn(r0, n, logits) && dhidden) {
-            if (on_gpu_) ggml_backend_tensor_set(h.dlogits, h.dlogits_host, 0, ggml_nbytes(h.dlogits));
-            compute(backend_, h.g2);
-            ggml_backend_tensor_get(h.dhidden, dhidden + static_cast<size_t>(r0) * lm_.n_embd, 0, static_cast<size_t>(n) * lm_.n_embd * sizeof(float));
+        if (!fn(r0, n, logp.data(), w.data()) || !dhidden) continue;
+        if (on_gpu_) {
+#ifdef VISPLAY_CUDA
+            const std::vector<float> wf(w.begin(), w.end());
+            ggml_backend_tensor_set(head_io_.w, wf.data(), 0, static_cast<size_t>(n) * sizeof(float));
+            head_softmax_grad_cuda(logits, n, lm_.n_vocab, static_cast<const int32_t *>(head_io_.targets->data),
+                                   static_cast<const float *>(head_io_.lse->data), static_cast<const float *>(head_io_.w->data), logits, nullptr);
+            cuda_stream_synchronize(nullptr);
+#endif
+        } else {
+            parallel_for(n, n_threads_, [&](int i) {
+                float * d = logits + static_cast<size_t>(i) * lm_.n_vocab;  // the row's logits, overwritten in place
+                const float m = max_of(d, lm_.n_vocab);
+                const double s = sum_exp(d, lm_.n_vocab, m, 1.0f, d);
+                const float k = static_cast<float>(-w[i] / s);
+#pragma omp simd
+                for (int32_t v = 0; v < lm_.n_vocab; ++v) d[v] *= k;
+                d[t[i]] += static_cast<float>(w[i]);
+            });
         }
+        compute(backend_, h.g2);
+        ggml_backend_tensor_get(h.dhidden, dhidden + static_cast<size_t>(r0) * lm_.n_embd, 0, static_cast<size_t>(n) * lm_.n_embd * sizeof(float));
+    }
+}
+
+// The full logits of `rows` hidden states, chunk by chunk: fn(r0, n, logits) sees [n][n_vocab]
+// floats in host memory (on the GPU copied down through a pinned buffer, made on first use).
+void PolicyState::for_each_head_chunk(const float * hidden, int rows, const std::function<void(int, int, const float *)> & fn) {
+    for (int r0 = 0; r0 < rows; r0 += options_.head_chunk) {
+        const int n = std::min(options_.head_chunk, rows - r0);
+        Head & h = head(n);
+        ggml_backend_tensor_set(h.hidden, hidden + static_cast<size_t>(r0) * lm_.n_embd, 0, static_cast<size_t>(n) * lm_.n_embd * sizeof(float));
+        compute(backend_, h.g1);
+        const float * logits = static_cast<const float *>(h.logits->data);
+        if (on_gpu_) {
+            const size_t bytes = ggml_nbytes(h.logits);
+            if (!h.staging && h.staging_vec.empty()) {
+                ggml_backend_buffer_type_t pinned = ggml_backend_dev_host_buffer_type(ggml_backend_get_device(backend_));
+                if (pinned) h.staging = ggml_backend_buft_alloc_buffer(pinned, bytes);
+                if (!h.staging) h.staging_vec.resize(bytes / sizeof(float));
+            }
+            float * host = h.staging ? static_cast<float *>(ggml_backend_buffer_get_base(h.staging)) : h.staging_vec.data();
+            ggml_backend_tensor_get(h.logits, host, 0, bytes);
+            logits = host;
+        }
+        fn(r0, n, logits);
     }
 }
 
@@ -949,9 +990,8 @@ std::vector<float> PolicyState::logits(const std::vector<ImageInput> & images, c
     in.preds = in.rows;
     const std::vector<float> hidden = forward_hidden(in, true);
     std::vector<float> out(static_cast<size_t>(in.rows) * lm_.n_vocab);
-    for_each_head_chunk(hidden.data(), in.rows, [&](int r0, int n, float * l) {
+    for_each_head_chunk(hidden.data(), in.rows, [&](int r0, int n, const float * l) {
         std::memcpy(out.data() + static_cast<size_t>(r0) * lm_.n_vocab, l, static_cast<size_t>(n) * lm_.n_vocab * sizeof(float));
-        return false;
     });
     return out;
 }

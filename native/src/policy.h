@@ -172,8 +172,7 @@ class PolicyState {
         std::unique_ptr<GgmlCtx> ctx;
         ggml_tensor * hidden = nullptr, * logits = nullptr, * dlogits = nullptr, * dhidden = nullptr;
         ggml_cgraph * g1 = nullptr, * g2 = nullptr;
-        // GPU trainer: the host side of logits / d logits, in `staging` (pinned) or `staging_vec`.
-        float * logits_host = nullptr, * dlogits_host = nullptr;
+        // GPU trainer, logits() only: the host side of the logits, in `staging` (pinned) or `staging_vec`.
         ggml_backend_buffer_t staging = nullptr;
         std::vector<float> staging_vec;
         ~Head();
@@ -188,7 +187,9 @@ class PolicyState {
     void set_inputs(const LmGraphInputs & t, const MicroBatchInputs & in);
     std::vector<float> forward_hidden(const MicroBatchInputs & in, bool with_lora);
     Head & head(int rows);
-    void for_each_head_chunk(const float * hidden, int rows, const std::function<bool(int, int, float *)> & fn, float * dhidden = nullptr);
+    void head_logprobs(const float * hidden, int rows, const int32_t * targets,
+                       const std::function<bool(int, int, const double *, double *)> & fn, float * dhidden = nullptr);
+    void for_each_head_chunk(const float * hidden, int rows, const std::function<void(int, int, const float *)> & fn);
     const ggml_tensor * find_param(const std::string & name) const;
 
     std::shared_ptr<ModelState> model_;
@@ -206,6 +207,10 @@ class PolicyState {
     std::shared_ptr<TransposedHead> output_t_;
     ggml_gallocr_t trunk_alloc_ = nullptr, head_alloc_ = nullptr, head2_alloc_ = nullptr;
     std::unique_ptr<Head> head_;
+    // GPU trainer: per-row inputs and outputs of the head's CUDA kernels, (head_chunk,) each.
+    struct HeadIo {
+        ggml_tensor * targets = nullptr, * lse = nullptr, * target_logit = nullptr, * w = nullptr;
+    } head_io_;
     // AdamW moments: the CPU trainer's, and the GPU trainer's host copies (filled by save/restore).
     mutable std::vector<std::vector<float>> adam_m_, adam_v_;
     std::vector<ggml_tensor *> moment_m_, moment_v_;  // GPU trainer: the moments in GPU memory
