@@ -178,6 +178,7 @@ export interface NativePolicyOptions {
   contextSize: number;
   /** Rank of the image-row (projector) adapter, 0: none. */
   projectorRank: number;
+  releaseBuffers: boolean;
   /** A folder written by save(): rank, alpha, targets, weights, moments and step come from it. */
   resumeFrom?: string;
 }

@@ -71,6 +71,12 @@ export interface PolicyOptions {
    * rollouts (llama.cpp's LoRA does not reach the image rows).
    */
   projectorRank?: number;
+  /**
+   * Free the training graphs' compute buffers after every step (default false). They are allocated
+   * again by the next step, so between steps the memory is free for rollouts: for a GPU that must
+   * hold a round's rollouts and training in turn, at the cost of one allocation per buffer and step.
+   */
+  releaseBuffers?: boolean;
   loss?: LossOptions;
   optimizer?: OptimizerOptions;
 }
@@ -333,6 +339,7 @@ function nativeOptions(model: Model, o: PolicyOptions) {
     headChunk: o.headChunk === undefined ? 256 : check.integer('headChunk', o.headChunk, 1, 1 << 16),
     contextSize,
     projectorRank: o.projectorRank === undefined ? 0 : check.integer('projectorRank', o.projectorRank, 0, model.info.embeddingSize),
+    releaseBuffers: o.releaseBuffers === undefined ? false : check.boolean('releaseBuffers', o.releaseBuffers),
   };
 }
 

@@ -538,11 +538,14 @@ void head_softmax_grad_cuda(const float * d_logits, int64_t rows, int64_t n_voca
     if (rows < 0 || n_vocab < 1) throw std::invalid_argument("head_softmax_grad_cuda: rows must be >= 0 and n_vocab >= 1");
     if (rows == 0) return;
     if (!d_logits || !d_targets || !d_lse || !d_w || !d_dlogits) throw std::invalid_argument("head_softmax_grad_cuda: a device pointer is null");
-    if (rows > 65535) throw std::invalid_argument("head_softmax_grad_cuda: at most 65535 rows per call");
     const bool vec4 = (n_vocab & 3) == 0 && aligned16(d_logits) && aligned16(d_dlogits);
-    const dim3 grid(static_cast<unsigned>((n_vocab + 4 * kHeadThreads - 1) / (4 * kHeadThreads)), static_cast<unsigned>(rows));
-    head_grad_kernel<<<grid, kHeadThreads, 0, as_stream(stream)>>>(d_logits, n_vocab, d_targets, d_lse, d_w, d_dlogits, vec4);
-    check_cuda(cudaGetLastError(), "head_grad_kernel launch");
+    const unsigned blocks_per_row = static_cast<unsigned>((n_vocab + 4 * kHeadThreads - 1) / (4 * kHeadThreads));
+    for (int64_t r0 = 0; r0 < rows; r0 += 65535) {  // gridDim.y <= 65535
+        const int64_t n = std::min<int64_t>(65535, rows - r0);
+        head_grad_kernel<<<dim3(blocks_per_row, static_cast<unsigned>(n)), kHeadThreads, 0, as_stream(stream)>>>(
+            d_logits + r0 * n_vocab, n_vocab, d_targets + r0, d_lse + r0, d_w + r0, d_dlogits + r0 * n_vocab, vec4);
+        check_cuda(cudaGetLastError(), "head_grad_kernel launch");
+    }
 }
 
 void cuda_stream_synchronize(void * stream) { check_cuda(cudaStreamSynchronize(as_stream(stream)), "cudaStreamSynchronize"); }

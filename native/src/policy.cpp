@@ -217,9 +217,7 @@ PolicyState::PolicyState(std::shared_ptr<ModelState> model, const PolicyOptions 
         ggml_backend_cpu_set_n_threads(backend_, n_threads_);
         ggml_backend_cpu_set_abort_callback(backend_, exiting_abort_callback, nullptr);  // a step in flight stops when the process exits
     }
-    trunk_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
-    head_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
-    head2_alloc_ = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
+    new_allocators();
     init_lora();
 
     clear_captured_log();
@@ -231,6 +229,26 @@ PolicyState::PolicyState(std::shared_ptr<ModelState> model, const PolicyOptions 
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
     if (!adapter_) throw CodedError("ERR_MODEL_LOAD", with_log("llama.cpp did not accept the live LoRA adapter"));
+}
+
+// Fresh graph allocators (they hold no buffer until a graph is allocated); the old ones and their
+// buffers are freed, and so is the head, whose tensors live in them.
+void PolicyState::new_allocators() {
+    head_.reset();
+    for (ggml_gallocr_t * a : {&trunk_alloc_, &head_alloc_, &head2_alloc_}) {
+        if (*a) ggml_gallocr_free(*a);
+        *a = ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_));
+        if (!*a) throw CodedError("ERR_OUT_OF_MEMORY", "could not create a graph allocator");
+    }
+}
+
+PolicyMemory PolicyState::memory() const {
+    PolicyMemory m;
+    m.lora_state = lora_buf_ ? ggml_backend_buffer_get_size(lora_buf_) : 0;
+    m.transposed_head = output_t_ && output_t_->buf ? ggml_backend_buffer_get_size(output_t_->buf) : 0;
+    m.trunk = std::max(trunk_peak_, ggml_gallocr_get_buffer_size(trunk_alloc_, 0));
+    m.head = std::max(head_peak_, ggml_gallocr_get_buffer_size(head_alloc_, 0) + ggml_gallocr_get_buffer_size(head2_alloc_, 0));
+    return m;
 }
 
 PolicyState::~PolicyState() {
@@ -322,7 +340,9 @@ void PolicyState::init_lora() {
         adam_v_[i].assign(ggml_nelements(params_[i]), 0.0f);
     }
 
-    output_t_ = transposed_head(*model_, lm_, ggml_backend_get_default_buffer_type(backend_));
+    const bool out_prod = options_.head_backward == PolicyOptions::HeadBackward::out_prod ||
+                          (options_.head_backward == PolicyOptions::HeadBackward::automatic && on_gpu_);
+    if (!out_prod) output_t_ = transposed_head(*model_, lm_, ggml_backend_get_default_buffer_type(backend_));
 }
 
 TransposedHead::~TransposedHead() {
@@ -513,7 +533,8 @@ PolicyState::Head & PolicyState::head(int rows) {
     ggml_build_forward_expand(h->g1, h->logits);
     h->dlogits = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, lm_.n_vocab, rows);
     ggml_set_input(h->dlogits);
-    h->dhidden = ggml_mul_mat(ctx, output_t_->t, h->dlogits);  // [n_embd, rows]
+    // [n_embd, rows] = W_out^T d logits: out_prod(W_out [n_embd, n_vocab], d logits^T [rows, n_vocab]).
+    h->dhidden = output_t_ ? ggml_mul_mat(ctx, output_t_->t, h->dlogits) : ggml_out_prod(ctx, lm_.output, ggml_transpose(ctx, h->dlogits));
     ggml_set_output(h->dhidden);
     h->g2 = ggml_new_graph_custom(ctx, 16, false);
     ggml_build_forward_expand(h->g2, h->dhidden);
@@ -872,6 +893,9 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
     }
     out.stats.step = step_;
     out.stats.skipped_steps = skipped_steps_;
+    trunk_peak_ = std::max(trunk_peak_, ggml_gallocr_get_buffer_size(trunk_alloc_, 0));
+    head_peak_ = std::max(head_peak_, ggml_gallocr_get_buffer_size(head_alloc_, 0) + ggml_gallocr_get_buffer_size(head2_alloc_, 0));
+    if (options_.release_buffers) new_allocators();
     out.stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     return out;
 }

@@ -45,7 +45,7 @@ namespace visplay {
 
 struct GgmlCtx;
 
-// The vocabulary head transposed, [n_vocab, n_embd], so the head's backward is a plain matmul
+// The vocabulary head transposed, [n_vocab, n_embd], so the CPU head's backward is a plain matmul
 // (d hidden = W_out^T d logits) instead of ggml's slow out_prod. Shared by the policies of a model.
 struct TransposedHead {
     ggml_context * ctx = nullptr;
@@ -67,6 +67,25 @@ struct PolicyOptions {
     // not part of the llama.cpp adapter: such a policy cannot drive rollouts until it is merged into
     // the mmproj (merge_projector). See build_lm_graph.
     int projector_rank = 0;
+    // How the head's backward forms d hidden = W_out^T d logits. transposed: a matmul by a transposed
+    // copy of W_out kept for the purpose (F32, or F16 beyond 512 MiB: 622 MB for a 3B model);
+    // out_prod: ggml's out_prod straight from W_out, no copy (slow on the CPU, where it is used
+    // only to test the GPU's graph; on the GPU it is ggml-cuda's OUT_PROD with our patch 0003 for
+    // quantized W_out). automatic: out_prod on the GPU, transposed on the CPU.
+    enum class HeadBackward { automatic, transposed, out_prod } head_backward = HeadBackward::automatic;
+    // Free the training graphs' compute buffers at the end of every run() (they are allocated again
+    // by the next): the memory is the rollouts' between steps, at the cost of one allocation per
+    // buffer and step. For a GPU that must hold a round's rollouts and training in turn.
+    bool release_buffers = false;
+};
+
+// What the trainer holds in its backend's memory, in bytes; the compute buffers at the largest
+// they have been at the end of a run() (with release_buffers they are freed after it).
+struct PolicyMemory {
+    size_t lora_state = 0;       // LoRA A/B, gradient accumulators, (GPU) AdamW moments, head I/O
+    size_t transposed_head = 0;  // the CPU head's transposed W_out (shared by a model's policies)
+    size_t trunk = 0;            // the micro-batch graph: activations kept for the backward pass, gradients
+    size_t head = 0;             // the head chunk's logits (d logits share them) and d hidden
 };
 
 enum class LrSchedule { constant, cosine };
@@ -148,6 +167,7 @@ class PolicyState {
     bool has_projector_adapter() const { return projector_.a != nullptr; }
     const PolicyOptions & options() const { return options_; }
     bool on_gpu() const { return on_gpu_; }
+    PolicyMemory memory() const;
     const LmView & lm() const { return lm_; }
     int64_t step() const { return step_; }
     float lora_scale() const { return options_.alpha / options_.rank; }
@@ -206,6 +226,8 @@ class PolicyState {
     ggml_tensor * loss_seed_ = nullptr;   // scalar 1: d loss / d loss
     std::shared_ptr<TransposedHead> output_t_;
     ggml_gallocr_t trunk_alloc_ = nullptr, head_alloc_ = nullptr, head2_alloc_ = nullptr;
+    void new_allocators();
+    size_t trunk_peak_ = 0, head_peak_ = 0;  // PolicyMemory's compute-buffer sizes
     std::unique_ptr<Head> head_;
     // GPU trainer: per-row inputs and outputs of the head's CUDA kernels, (head_chunk,) each.
     struct HeadIo {

@@ -403,6 +403,7 @@ PolicyOptions read_policy_options(Napi::Env env, const Napi::Object & o) {
     p.head_chunk = static_cast<int>(num(o, "headChunk", p.head_chunk));
     p.context_size = static_cast<int>(num(o, "contextSize", 0));
     p.projector_rank = static_cast<int>(num(o, "projectorRank", 0));
+    p.release_buffers = o.Has("releaseBuffers") && o.Get("releaseBuffers").ToBoolean().Value();
     Napi::Value t = o.Get("targets");
     if (t.IsArray()) {
         Napi::Array a = t.As<Napi::Array>();

@@ -7,7 +7,8 @@
 //       adapter too), and with the blocks' matrices in Q8_0 (the backward pass through a quantized
 //       frozen weight: on the GPU, our ggml-cuda OUT_PROD patch, native/patches/0003). For each,
 //       the reference is the CPU trainer (no device at all) and the subject the GPU trainer (every
-//       layer and the output on the GPU; --cpu or no CUDA device: the CPU at another thread count).
+//       layer and the output on the GPU; --cpu or no CUDA device: the CPU at another thread count),
+//       the subject's head backward by out_prod from W_out, the reference's by a transposed copy.
 //       Same seed, LoRA B set to the same random values (B = 0 would zero every A gradient), three
 //       groups (two with images, one given as token ids), kl_coef 0.01 (the reference pass runs).
 //       Checks: (a) per-token log-probs; (b) every LoRA gradient, as ||g_sub - g_ref|| / ||g_ref||
@@ -32,13 +33,21 @@
 //       with the 3B shape's vision tower: questioner rollouts for 8 images x 4, a step on them,
 //       reasoner rollouts 8 x 8, a step on them, all with the trained LoRA live in the rollouts.
 //       The model files are written once per --dir (shape, type and seed name them) and reused.
-//       --round-lora 0 samples without the live LoRA, --kv-f32 with an F32 KV cache.
+//       --round-lora 0 samples without the live LoRA, --kv-f32 with an F32 KV cache, --context N
+//       the rollout context (default 8192 cells, RolloutEngine's), --release frees the trainer's
+//       compute buffers after every step (PolicyOptions::release_buffers). The report's memory_mib
+//       gives the device memory in use after each stage and the trainer's buffers by ggml's
+//       accounting; each round phase its rollout and training peaks.
 //
 // Tolerances (parity): log-probs absolute, gradients and updates relative per tensor.
 //   CPU vs GPU: 1e-2 and 3e-2. ggml-cuda multiplies F32 matrices in TF32 (unit roundoff
 //     4.9e-4; native/test/gpu_test.cpp, docs/gpu.md): ~1e-3 at the logits, and the backward pass
 //     adds as many matmuls again. The fault (advantages' signs flipped) moves the gradients by ~2.
-//   CPU vs CPU at another thread count: 1e-5 and 1e-4 (float32, summation order only).
+//   CPU vs CPU at another thread count: 1e-5 and 1e-4 (float32, summation order only: the head's
+//     backward sums the vocabulary by out_prod on one side and by a matmul on the other; measured
+//     1e-5). The update: 1e-3 there. Relative per tensor, it weights the elements of small gradient
+//     (|g| << eps, where the update is lr g / eps) as much as the large, whose own relative error is
+//     larger than the tensor's (measured 9.6e-5 with gradients within 1.2e-5).
 // Prints one JSON object (last line of stdout); exit 0 when every check passes, 1 otherwise, 2 on
 // a usage or setup error.
 #include "core_common.h"
@@ -143,6 +152,8 @@ class MemoryPeak {
                 size_t used = t - f;
                 size_t prev = peak_used_.load();
                 while (used > prev && !peak_used_.compare_exchange_weak(prev, used)) {}
+                prev = phase_peak_.load();
+                while (used > prev && !phase_peak_.compare_exchange_weak(prev, used)) {}
                 std::this_thread::sleep_for(std::chrono::milliseconds(2));
             }
         });
@@ -153,12 +164,25 @@ class MemoryPeak {
         if (thread_.joinable()) thread_.join();
     }
     double peak_mib() const { return (static_cast<double>(peak_used_.load()) - base_used_) / (1024.0 * 1024.0); }
+    // In use now, relative to start().
+    double used_mib() const {
+        if (!dev_) return 0;
+        size_t f = 0, t = 0;
+        ggml_backend_dev_memory(dev_, &f, &t);
+        return (static_cast<double>(t - f) - base_used_) / (1024.0 * 1024.0);
+    }
+    // The peak since the last call (or start), then starts a new phase from what is in use now.
+    double take_phase_peak_mib() {
+        if (!dev_) return 0;
+        const double p = (static_cast<double>(phase_peak_.exchange(0)) - base_used_) / (1024.0 * 1024.0);
+        return std::max(p, used_mib());
+    }
     double total_mib() const { return total_ / (1024.0 * 1024.0); }
 
   private:
     ggml_backend_dev_t dev_;
     size_t total_ = 0, base_used_ = 0;
-    std::atomic<size_t> peak_used_{0};
+    std::atomic<size_t> peak_used_{0}, phase_peak_{0};
     std::atomic<bool> stop_{false};
     std::thread thread_;
 };
@@ -196,7 +220,7 @@ struct VariantResult {
 };
 
 VariantResult parity_variant(const std::string & label, const TinyModelConfig & files, bool projector, bool on_gpu, int threads_sub,
-                             double tol_lp, double tol_rel, const fs::path & dir) {
+                             double tol_lp, double tol_rel, double tol_upd, const fs::path & dir) {
     VariantResult res;
     json & r = res.report;
     r["variant"] = label;
@@ -210,6 +234,9 @@ VariantResult parity_variant(const std::string & label, const TinyModelConfig & 
     po.threads = on_gpu ? hw_threads() : 1;
     PolicyState ref(ref_model, po);
     po.threads = threads_sub;
+    // The subject's head backward is out_prod from W_out (the GPU trainer's way, and on the CPU a
+    // test of that graph), the reference's the transposed copy.
+    po.head_backward = PolicyOptions::HeadBackward::out_prod;
     PolicyState sub(sub_model, po);
     r["subject_on_gpu"] = sub.on_gpu();
     if (on_gpu && !sub.on_gpu()) throw CodedError("ERR_INTERNAL", "the subject trainer did not start on the GPU");
@@ -302,8 +329,8 @@ VariantResult parity_variant(const std::string & label, const TinyModelConfig & 
     r["step_applied"] = {s_ref.stats.applied, s_sub.stats.applied};
     r["restore_bitwise_equal"] = restore_equal;
     r["tensors"] = names.size();
-    r["tolerance"] = {{"logprob_abs", tol_lp}, {"grad_rel", tol_rel}};
-    res.ok = lp <= tol_lp && grad_rel <= tol_rel && upd_rel <= tol_rel && fault > 10 * tol_rel && restore_equal &&
+    r["tolerance"] = {{"logprob_abs", tol_lp}, {"grad_rel", tol_rel}, {"update_rel", tol_upd}};
+    res.ok = lp <= tol_lp && grad_rel <= tol_rel && upd_rel <= tol_upd && fault > 10 * tol_rel && restore_equal &&
              s_ref.stats.applied && s_sub.stats.applied && b_ref.stats.clip_fraction > 0 &&
              std::fabs(b_ref.stats.clip_fraction - b_sub.stats.clip_fraction) < 1e-12;
     r["ok"] = res.ok;
@@ -322,7 +349,7 @@ int parity(const std::string & vocab, const std::string & dir_arg, bool cpu, boo
     json out;
     out["mode"] = on_gpu ? "cpu-vs-gpu" : "cpu-vs-cpu";
     if (gpu) out["device"] = ggml_backend_dev_description(gpu);
-    const double tol_lp = on_gpu ? 1e-2 : 1e-5, tol_rel = on_gpu ? 3e-2 : 1e-4;
+    const double tol_lp = on_gpu ? 1e-2 : 1e-5, tol_rel = on_gpu ? 3e-2 : 1e-4, tol_upd = on_gpu ? 3e-2 : 1e-3;
     bool ok = true;
     const auto t0 = Clock::now();
     try {
@@ -342,7 +369,7 @@ int parity(const std::string & vocab, const std::string & dir_arg, bool cpu, boo
         json variants = json::array();
         for (auto [label, files, projector] : {std::tuple<const char *, TinyModelConfig, bool>{"f32+projector", f32, true},
                                                std::tuple<const char *, TinyModelConfig, bool>{"q8_0", q8, false}}) {
-            VariantResult v = parity_variant(label, files, projector, on_gpu, threads_sub, tol_lp, tol_rel, dir);
+            VariantResult v = parity_variant(label, files, projector, on_gpu, threads_sub, tol_lp, tol_rel, tol_upd, dir);
             ok = ok && v.ok;
             variants.push_back(v.report);
         }
@@ -434,7 +461,8 @@ int grads(const std::string & model_path, const std::string & batch_path, const 
 struct BenchArgs {
     std::string shape = "tiny", type = "q4_k", dir, vocab;
     int groups = 2, samples = 8, prompt = 256, response = 64, rank = 16, steps = 5, warmup = 2, micro_batch = 2048, threads = 0;
-    bool round = false, cpu = false, round_lora = true, kv_f32 = false;
+    int context = 8192;  // the round's rollout context: RolloutEngine's default
+    bool round = false, cpu = false, round_lora = true, kv_f32 = false, release = false;
 };
 
 ggml_type parse_type(const std::string & t) {
@@ -509,7 +537,10 @@ int bench(const BenchArgs & a) {
         po.seed = 1;
         po.threads = threads;
         po.micro_batch_tokens = a.micro_batch;
+        po.release_buffers = a.release;
+        const double mib_model = mem.used_mib();
         auto policy = std::make_shared<PolicyState>(model, po);
+        const double mib_policy = mem.used_mib();
         out["on_gpu"] = policy->on_gpu();
         set_random_b(*policy, 9, 0.01);
         out["lora_parameters"] = [&] {
@@ -554,16 +585,27 @@ int bench(const BenchArgs & a) {
                         {"loss", last.loss}, {"applied", last.applied}};
         ok = ok && last.applied && std::isfinite(last.loss);
         out["peak_device_mib_train"] = mem.peak_mib();
+        // Where the memory goes (MiB): the device's used memory after each stage, and the trainer's
+        // own buffers by ggml's accounting (compute buffers at their largest so far).
+        const auto mib = [](size_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
+        const PolicyMemory pm = policy->memory();
+        json breakdown = {{"after_model_load", mib_model}, {"after_policy", mib_policy}, {"after_steps", mem.used_mib()},
+                          {"trainer_lora_state", mib(pm.lora_state)}, {"trainer_transposed_head", mib(pm.transposed_head)},
+                          {"trainer_trunk_buffer", mib(pm.trunk)}, {"trainer_head_buffers", mib(pm.head)}};
+        out["release_buffers"] = a.release;
+        (void)mem.take_phase_peak_mib();
 
         if (a.round) {
             // A VisPlay round's GPU work: rollouts with the live LoRA, then a step, for both roles.
             ContextOptions co;
-            co.context_size = 16384;
+            co.context_size = a.context;
+            out["round_context"] = a.context;
             co.parallel = 32;
             co.threads = threads;
             co.flash_attention = 0;
             co.kv_f32 = a.kv_f32;
             RolloutContextState ctx(model, co);
+            breakdown["after_rollout_context"] = mem.used_mib();
             if (a.round_lora) ctx.set_adapter(policy->live_adapter(), policy);
             out["round_lora"] = a.round_lora;
             out["round_kv_f32"] = a.kv_f32;
@@ -608,15 +650,22 @@ int bench(const BenchArgs & a) {
                 double secs = 0;
                 GenerateStats st;
                 TrainBatch tb = roll(n, max_tokens, text, secs, st);
+                const double rollout_peak = mem.take_phase_peak_mib();
                 const auto t0 = Clock::now();
                 RunStats rs = policy->run(tb, rl, opt, true, false).stats;
+                const double train_secs = seconds_since(t0);
+                const double train_peak = mem.take_phase_peak_mib();
+                const PolicyMemory pr = policy->memory();
                 phases.push_back({{"role", role}, {"sequences", 8 * n}, {"generated_tokens", st.generated_tokens}, {"rollout_seconds", secs},
-                                  {"image_encodes", st.image_encodes}, {"train_seconds", seconds_since(t0)}, {"applied", rs.applied},
-                                  {"micro_batches", rs.micro_batches}});
+                                  {"image_encodes", st.image_encodes}, {"train_seconds", train_secs}, {"applied", rs.applied},
+                                  {"micro_batches", rs.micro_batches}, {"rollout_peak_device_mib", rollout_peak},
+                                  {"train_peak_device_mib", train_peak}, {"trainer_trunk_buffer_mib", mib(pr.trunk)},
+                                  {"trainer_head_buffers_mib", mib(pr.head)}});
                 ok = ok && rs.applied;
             }
             out["round"] = phases;
         }
+        out["memory_mib"] = breakdown;
         mem.stop();
         out["peak_device_mib"] = mem.peak_mib();
         out["device_total_mib"] = mem.total_mib();
@@ -640,7 +689,8 @@ int main(int argc, char ** argv) {
                      "usage: %s [--vocab V] [--dir DIR] [--cpu] [--require-gpu]\n"
                      "       %s --grads MODEL.gguf --batch BATCH.json --out OUT.json [--cpu]\n"
                      "       %s --bench tiny|3b [--type q4_k] [--groups 2] [--samples 8] [--prompt 256] [--response 64] [--rank 16]\n"
-                     "          [--steps 5] [--warmup 2] [--micro-batch 2048] [--threads N] [--round] [--cpu] [--dir DIR]\n",
+                     "          [--steps 5] [--warmup 2] [--micro-batch 2048] [--threads N] [--round] [--context 8192]\n"
+                     "          [--release] [--round-lora 0|1] [--kv-f32] [--cpu] [--dir DIR]\n",
                      argv[0], argv[0], argv[0]);
         return 2;
     };
@@ -669,6 +719,8 @@ int main(int argc, char ** argv) {
         else if (a == "--round") ba.round = true;
         else if (a == "--round-lora") ba.round_lora = next_int() != 0;
         else if (a == "--kv-f32") ba.kv_f32 = true;
+        else if (a == "--release") ba.release = true;
+        else if (a == "--context") ba.context = next_int();
         else return usage();
     }
     install_log_bridge();

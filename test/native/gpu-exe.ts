@@ -35,7 +35,7 @@ export interface TrainParityVariant {
   clip_fraction: [number, number];
   step_applied: [boolean, boolean];
   tensors: number;
-  tolerance: { logprob_abs: number; grad_rel: number };
+  tolerance: { logprob_abs: number; grad_rel: number; update_rel: number };
 }
 
 export interface TrainTestReport {

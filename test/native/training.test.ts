@@ -241,6 +241,25 @@ describe('training engine (F16 tiny model)', () => {
     b.dispose();
   });
 
+  it('releaseBuffers: freeing the graph buffers after every step changes nothing, bit for bit (micro-batches and head chunks reallocated)', async () => {
+    const req = { ...PROMPT, images: [image] };
+    const groups: TrainGroup[] = [{ ...req, samples: [{ tokens: [1, 2, 3, 4, 5, 6, 7], advantage: 1 }, { tokens: [5, 6, 9], advantage: -1 }] }];
+    // 3 head chunks of 4 rows and several micro-batches per step, so every allocator is used more than once.
+    const opts = { rank: 4, seed: 11, microBatchTokens: 16, headChunk: 4, optimizer: { lr: 1e-2 }, loss: { klCoef: 0.05 } };
+    const kept = await model.createPolicy(opts);
+    const released = await model.createPolicy({ ...opts, releaseBuffers: true });
+    for (let i = 0; i < 3; ++i) {
+      const a = await kept.step(groups);
+      const b = await released.step(groups);
+      assert.equal(b.loss, a.loss, `step ${i + 1}: loss`);
+      assert.ok(a.microBatches > 1, `step ${i + 1}: ${a.microBatches} micro-batches`);
+    }
+    for (const name of kept.tensorNames()) assert.deepEqual(released.getTensor(name), kept.getTensor(name), `${name} differs`);
+    await assert.rejects(model.createPolicy({ rank: 4, releaseBuffers: 'yes' as unknown as boolean }), { code: 'ERR_INVALID_ARG' });
+    kept.dispose();
+    released.dispose();
+  });
+
   it('llama.cpp\'s own llama-mtmd-cli loads the saved adapter with --lora, and it changes its output', { timeout: 300_000 }, async (t) => {
     const cli = join(TOOLS_DIR, 'llama-mtmd-cli');
     if (!existsSync(cli)) {
