@@ -116,6 +116,9 @@ export interface NativeGenerateStats {
   encodeMs: number;
   prefillMs: number;
   generateMs: number;
+  /** Of generateMs: in llama_decode (and fetching the logits), and drawing tokens with their log-probs on the host. */
+  decodeMs: number;
+  sampleMs: number;
   maxLiveSequences: number;
 }
 

@@ -174,6 +174,8 @@ class GenerateWorker : public Napi::AsyncProgressQueueWorker<GenerateProgress> {
         st.Set("encodeMs", stats_.encode_ms);
         st.Set("prefillMs", stats_.prefill_ms);
         st.Set("generateMs", stats_.generate_ms);
+        st.Set("decodeMs", stats_.decode_ms);
+        st.Set("sampleMs", stats_.sample_ms);
         st.Set("maxLiveSequences", stats_.max_live);
         out.Set("stats", st);
         deferred_.Resolve(out);

@@ -323,6 +323,7 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
     // it is spread over the context's threads (ggml's are idle between decodes); recording the
     // tokens stays sequential.
     const int n_sampling_threads = std::max(1, options_.threads > 0 ? options_.threads : static_cast<int>(std::thread::hardware_concurrency()));
+    if (!sampling_pool_) sampling_pool_ = std::make_unique<WorkerPool>(n_sampling_threads);
     std::vector<SamplerScratch> scratches(static_cast<size_t>(n_sampling_threads));
     std::vector<SampledToken> drawn;
 
@@ -395,20 +396,16 @@ std::vector<std::vector<SampleOutput>> RolloutContextState::generate(const std::
         // llama_get_logits_ith may synchronize the backend: call it here, not in the workers.
         std::vector<const float *> logits_of(n_live);
         for (size_t i = 0; i < n_live; ++i) logits_of[i] = llama_get_logits_ith(ctx_, static_cast<int32_t>(i));
-        const int n_workers = static_cast<int>(std::min<size_t>(static_cast<size_t>(n_sampling_threads), n_live / 2));
-        auto draw_range = [&](int w, int n_parts) {
-            for (size_t i = n_live * w / n_parts; i < n_live * (w + 1) / n_parts; ++i) {
+        const auto t_sample = Clock::now();
+        stats.decode_ms += std::chrono::duration<double, std::milli>(t_sample - t0).count();
+        // At least 2 rows a worker: one row (~150K exps) is about the cost of waking a thread.
+        const int n_workers = static_cast<int>(std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(n_sampling_threads), n_live / 2)));
+        sampling_pool_->run(n_workers, [&](int w) {
+            for (size_t i = n_live * w / n_workers; i < n_live * (w + 1) / n_workers; ++i) {
                 drawn[i] = draw(live[i], logits_of[i], scratches[w]);
             }
-        };
-        if (n_workers > 1) {
-            std::vector<std::thread> workers;
-            for (int w = 1; w < n_workers; ++w) workers.emplace_back(draw_range, w, n_workers);
-            draw_range(0, n_workers);
-            for (auto & t : workers) t.join();
-        } else {
-            draw_range(0, 1);
-        }
+        });
+        stats.sample_ms += ms_since(t_sample);
         std::vector<SampleState> still;
         still.reserve(live.size());
         for (size_t i = 0; i < live.size(); ++i) {

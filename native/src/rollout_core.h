@@ -14,6 +14,7 @@
 #pragma once
 
 #include "model_core.h"
+#include "worker_pool.h"
 
 #include <atomic>
 #include <functional>
@@ -65,6 +66,9 @@ struct GenerateStats {
     int64_t generated_tokens = 0;
     int decode_calls = 0;
     double encode_ms = 0, prefill_ms = 0, generate_ms = 0;
+    // generate_ms split: in llama_decode (and fetching the logits), and drawing the tokens with
+    // their log-probs on the host; the rest is bookkeeping.
+    double decode_ms = 0, sample_ms = 0;
     int max_live = 0;
 };
 
@@ -126,6 +130,7 @@ class RolloutContextState {
     // Image embeddings of the current batch, by image key (n_tokens * n_embd floats).
     std::unordered_map<std::string, std::vector<float>> embeddings_;
     std::shared_ptr<void> adapter_owner_;
+    std::unique_ptr<WorkerPool> sampling_pool_;  // made on the first generate()
 };
 
 PromptMeasure measure_prompt_tokens(ModelState & model, const std::string & prompt,

@@ -165,14 +165,15 @@ int main(int argc, char ** argv) {
     std::string prompt;
     for (int i = 0; i < pp; ++i) prompt += token_piece(model->vocab, unit.at(0), false);
 
-    struct Row { int parallel; Stat ours, peer; std::string peer_error; };
+    // Per decode step, medians over the repeats: in llama_decode and drawing the tokens (host).
+    struct Row { int parallel; Stat ours, peer; std::string peer_error; double decode_step_ms = 0, sample_step_ms = 0; };
     std::vector<Row> rows;
     const int max_level = *std::max_element(levels.begin(), levels.end());
     const int context = max_level * (pp + tg) + 256;
     for (int p : levels) {
         Row row;
         row.parallel = p;
-        std::vector<double> ours;
+        std::vector<double> ours, decode_step, sample_step;
         try {
             ContextOptions co;
             co.context_size = context;
@@ -191,13 +192,20 @@ int main(int argc, char ** argv) {
                 req.seed = static_cast<uint64_t>(r);
                 GenerateStats st;
                 ctx.generate({}, {req}, st, nullptr);
-                if (r > 0) ours.push_back(static_cast<double>(st.generated_tokens - p) / (st.generate_ms / 1000.0));
+                if (r > 0) {
+                    ours.push_back(static_cast<double>(st.generated_tokens - p) / (st.generate_ms / 1000.0));
+                    const double steps = std::max(1, st.decode_calls - 1);  // the prompt's decode is not a generation step
+                    decode_step.push_back(st.decode_ms / steps);
+                    sample_step.push_back(st.sample_ms / steps);
+                }
             }
         } catch (const std::exception & e) {
             std::fprintf(stderr, "visplay_gpu_bench: our engine at %d: %s\n", p, e.what());
             return 1;
         }
         row.ours = stat_of(ours);
+        row.decode_step_ms = stat_of(decode_step).median;
+        row.sample_step_ms = stat_of(sample_step).median;
         if (!peer_bin.empty()) {
             std::ostringstream cmd;
             cmd << "'" << peer_bin << "' -m '" << model_path << "' -c " << context << " -b 512 -ub 512 -npp " << pp
@@ -222,7 +230,7 @@ int main(int argc, char ** argv) {
     for (size_t i = 0; i < rows.size(); ++i) {
         const Row & r = rows[i];
         js << (i ? "," : "") << "{\"parallel\":" << r.parallel << ",\"ours\":{\"median\":" << r.ours.median << ",\"min\":" << r.ours.min
-           << ",\"max\":" << r.ours.max << "}";
+           << ",\"max\":" << r.ours.max << "},\"decode_ms_per_step\":" << r.decode_step_ms << ",\"sample_ms_per_step\":" << r.sample_step_ms;
         if (r.peer_error.empty()) {
             js << ",\"peer\":{\"median\":" << r.peer.median << ",\"min\":" << r.peer.min << ",\"max\":" << r.peer.max
                << "},\"ratio\":" << (r.peer.median > 0 ? r.ours.median / r.peer.median : 0);
@@ -236,8 +244,8 @@ int main(int argc, char ** argv) {
 
     std::printf("rollout throughput on %s, generated tokens/s (median of %d, [min-max]); prompt %d shared, %d generated\n",
                 device.c_str(), repeats, pp, tg);
-    std::printf("| parallel | visplay-native (T=%g + log-probs) | llama-batched-bench (no sampling) | ratio |\n|---:|---:|---:|---:|\n",
-                temperature);
+    std::printf("| parallel | visplay-native (T=%g + log-probs) | llama-batched-bench (no sampling) | ratio | ours per step: decode ms | sampling ms |\n"
+                "|---:|---:|---:|---:|---:|---:|\n", temperature);
     for (const Row & r : rows) {
         char peer[128] = "-", ratio[32] = "-";
         if (r.peer_error.empty()) {
@@ -246,7 +254,8 @@ int main(int argc, char ** argv) {
         } else {
             std::snprintf(peer, sizeof(peer), "%s", r.peer_error.c_str());
         }
-        std::printf("| %d | %.0f [%.0f-%.0f] | %s | %s |\n", r.parallel, r.ours.median, r.ours.min, r.ours.max, peer, ratio);
+        std::printf("| %d | %.0f [%.0f-%.0f] | %s | %s | %.3f | %.3f |\n", r.parallel, r.ours.median, r.ours.min, r.ours.max, peer, ratio,
+                    r.decode_step_ms, r.sample_step_ms);
     }
     std::printf("%s\n", js.str().c_str());
     if (dir.empty() && model_path.find("visplay-gpu-bench-") != std::string::npos) {

@@ -118,7 +118,7 @@ describe('generate output', () => {
       { text: 'A dog', tokens: [32, 5679], logprobs: [-0.5, -2], finish: 'length' },
     ]],
     stats: {
-      imageEncodes: 1, promptTokens: 40, generatedTokens: 5, decodeCalls: 4, encodeMs: 1, prefillMs: 1, generateMs: 1,
+      imageEncodes: 1, promptTokens: 40, generatedTokens: 5, decodeCalls: 4, encodeMs: 1, prefillMs: 1, generateMs: 1, decodeMs: 0.5, sampleMs: 0.4,
       maxLiveSequences: 2, wallMs: 10, distinctImages: 1,
     },
   };
