@@ -348,7 +348,24 @@ head_lse_kernel(const float * __restrict__ logits,      // (rows, n_vocab)
     if ((n_vocab & 3) == 0 && aligned16(l)) {
         const int64_t n4 = n_vocab / 4;
         const float4 * l4 = reinterpret_cast<const float4 *>(l);
-        for (int64_t k = threadIdx.x; k < n4; k += kLseThreads) {
+        int64_t k = threadIdx.x;
+        // Four float4 loads in flight per thread (one block per row leaves few warps per SM to hide
+        // the memory latency with), then one rescale for their 16 values and 16 exponentials.
+        for (; k + 3 * kLseThreads < n4; k += 4 * kLseThreads) {
+            const float4 x0 = l4[k], x1 = l4[k + kLseThreads], x2 = l4[k + 2 * kLseThreads], x3 = l4[k + 3 * kLseThreads];
+            const float mx = fmaxf(fmaxf(fmaxf(fmaxf(x0.x, x0.y), fmaxf(x0.z, x0.w)), fmaxf(fmaxf(x1.x, x1.y), fmaxf(x1.z, x1.w))),
+                                   fmaxf(fmaxf(fmaxf(x2.x, x2.y), fmaxf(x2.z, x2.w)), fmaxf(fmaxf(x3.x, x3.y), fmaxf(x3.z, x3.w))));
+            if (mx > a.m) {
+                a.s *= expf(a.m - mx);  // 0 * expf(-inf) = 0 before the first element
+                a.m = mx;
+            }
+            const float m = a.m;
+            a.s += ((expf(x0.x - m) + expf(x0.y - m)) + (expf(x0.z - m) + expf(x0.w - m))) +
+                   ((expf(x1.x - m) + expf(x1.y - m)) + (expf(x1.z - m) + expf(x1.w - m))) +
+                   ((expf(x2.x - m) + expf(x2.y - m)) + (expf(x2.z - m) + expf(x2.w - m))) +
+                   ((expf(x3.x - m) + expf(x3.y - m)) + (expf(x3.z - m) + expf(x3.w - m)));
+        }
+        for (; k < n4; k += kLseThreads) {
             const float4 x = l4[k];
             maxsum_add(a, x.x);
             maxsum_add(a, x.y);

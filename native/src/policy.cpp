@@ -745,12 +745,14 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
         const MicroBatchInputs in = pack(mb, prompts, batch);
         const int R = in.preds;
         std::vector<double> ref_logp(R, 0.0);
+        const auto t_ref = Clock::now();
         if (loss.kl_coef != 0) {
             const std::vector<float> hidden_ref = forward_hidden(in, /* with_lora */ false);
             head_logprobs(hidden_ref.data(), R, in.pred_target.data(), [&](int r0, int rows, const double * logp, double *) {
                 std::copy(logp, logp + rows, ref_logp.begin() + r0);
                 return false;
             });
+            out.stats.reference_seconds += std::chrono::duration<double>(Clock::now() - t_ref).count();
         }
 
         GgmlCtx g(graph_size_for(lm_) * 4, graph_size_for(lm_));
@@ -792,10 +794,13 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
             std::vector<float> zero(static_cast<size_t>(R) * lm_.n_embd, 0.0f);
             ggml_backend_tensor_set(dhidden, zero.data(), 0, zero.size() * sizeof(float));
         }
+        const auto t_fwd = Clock::now();
         compute(backend_, gf);
         std::vector<float> hidden(static_cast<size_t>(R) * lm_.n_embd);
         ggml_backend_tensor_get(lg.hidden, hidden.data(), 0, hidden.size() * sizeof(float));
         std::vector<float> dh(backward ? hidden.size() : 0);
+        const auto t_head = Clock::now();
+        out.stats.forward_seconds += std::chrono::duration<double>(t_head - t_fwd).count();
 
         head_logprobs(hidden.data(), R, in.pred_target.data(), [&](int r0, int rows, const double * logp, double * w) {
             for (int i = 0; i < rows; ++i) {
@@ -818,9 +823,12 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
             return backward;  // on: graph 2 writes d hidden for these rows
         }, dh.empty() ? nullptr : dh.data());
 
+        const auto t_bwd = Clock::now();
+        out.stats.head_seconds += std::chrono::duration<double>(t_bwd - t_head).count();
         if (backward) {
             ggml_backend_tensor_set(dhidden, dh.data(), 0, dh.size() * sizeof(float));
             compute(backend_, gbw);
+            out.stats.backward_seconds += std::chrono::duration<double>(Clock::now() - t_bwd).count();
         }
         out.stats.micro_batches++;
         out.stats.packed_rows += in.rows;
@@ -835,6 +843,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
     out.stats.clip_fraction = static_cast<double>(n_clipped) / static_cast<double>(n_tok);
     out.stats.dual_clip_fraction = static_cast<double>(n_dual) / static_cast<double>(n_tok);
 
+    const auto t_opt = Clock::now();
     if (backward) {
         // Host pointers on the CPU; device pointers (tensor->data of a CUDA buffer) on the GPU,
         // where the moments are GPU tensors too and our CUDA kernels run (native/cuda).
@@ -893,6 +902,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
     }
     out.stats.step = step_;
     out.stats.skipped_steps = skipped_steps_;
+    if (backward) out.stats.optimizer_seconds = std::chrono::duration<double>(Clock::now() - t_opt).count();
     trunk_peak_ = std::max(trunk_peak_, ggml_gallocr_get_buffer_size(trunk_alloc_, 0));
     head_peak_ = std::max(head_peak_, ggml_gallocr_get_buffer_size(head_alloc_, 0) + ggml_gallocr_get_buffer_size(head2_alloc_, 0));
     if (options_.release_buffers) new_allocators();

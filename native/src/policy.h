@@ -125,6 +125,11 @@ struct RunStats {
     int64_t step = 0, skipped_steps = 0;
     bool applied = false;
     std::string skip_reason;
+    // Where `seconds` went (each phase ends synchronized with the backend): the trunk graphs'
+    // forward and backward computations, the vocabulary head (its matmuls and the log-softmax), the
+    // reference pass (KL), the grad norm, optimizer and live-adapter refresh; the rest of `seconds` is host work (prompt
+    // encoding, packing, graph building and allocation, input uploads).
+    double forward_seconds = 0, head_seconds = 0, backward_seconds = 0, reference_seconds = 0, optimizer_seconds = 0;
 };
 
 struct RunOutputs {

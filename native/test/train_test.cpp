@@ -582,7 +582,11 @@ int bench(const BenchArgs & a) {
                         {"micro_batch_tokens", a.micro_batch}, {"micro_batches", last.micro_batches}, {"packed_rows", last.packed_rows},
                         {"step_seconds_median", med}, {"step_seconds_min", *std::min_element(times.begin(), times.end())},
                         {"step_seconds_max", *std::max_element(times.begin(), times.end())}, {"response_tokens_per_second", tokens / med},
-                        {"loss", last.loss}, {"applied", last.applied}};
+                        {"loss", last.loss}, {"applied", last.applied},
+                        // the last step's phases (RunStats): what the step's time went to
+                        {"last_step_phases_seconds", {{"total", last.seconds}, {"forward", last.forward_seconds}, {"head", last.head_seconds},
+                                                      {"backward", last.backward_seconds}, {"reference", last.reference_seconds},
+                                                      {"optimizer", last.optimizer_seconds}}}};
         ok = ok && last.applied && std::isfinite(last.loss);
         out["peak_device_mib_train"] = mem.peak_mib();
         // Where the memory goes (MiB): the device's used memory after each stage, and the trainer's
@@ -660,7 +664,9 @@ int bench(const BenchArgs & a) {
                                   {"image_encodes", st.image_encodes}, {"train_seconds", train_secs}, {"applied", rs.applied},
                                   {"micro_batches", rs.micro_batches}, {"rollout_peak_device_mib", rollout_peak},
                                   {"train_peak_device_mib", train_peak}, {"trainer_trunk_buffer_mib", mib(pr.trunk)},
-                                  {"trainer_head_buffers_mib", mib(pr.head)}});
+                                  {"trainer_head_buffers_mib", mib(pr.head)},
+                                  {"train_phases_seconds", {{"forward", rs.forward_seconds}, {"head", rs.head_seconds}, {"backward", rs.backward_seconds},
+                                                            {"reference", rs.reference_seconds}, {"optimizer", rs.optimizer_seconds}}}});
                 ok = ok && rs.applied;
             }
             out["round"] = phases;

@@ -11,6 +11,7 @@
 #   train_bench_tiny  visplay_train_test --bench tiny (F32) and its peer peft_bench.py --shape tiny
 #   train_bench_3b    the same at Qwen2.5-VL-3B's shape: ours Q4_K, the peer bfloat16
 #   round_3b          visplay_train_test --bench 3b --round: a round's GPU work, peak device memory
+#                     (round_3b_mb256, round_3b_mb256_release: smaller micro-batches, buffers freed)
 #   gpu_bench, gpu_bench_greedy   rollouts against llama-batched-bench (CUDA build, -ngl 99)
 #   hf_reference      hf_reference.py: text-only logits against transformers
 # Every step has its own time limit and a failure does not stop the next; the summary is printed last.
@@ -52,7 +53,7 @@ say "env: $(head -2 "$OUT/env.txt" | tail -1)"
 
 # GPU_CHECK_STEPS: the steps to run, e.g. "train_test gpu_test" for a rerun.
 SUMMARY=""
-STEPS=${GPU_CHECK_STEPS:-kernels_test train_test peft_reference train_bench_tiny train_bench_3b round_3b gpu_test}
+STEPS=${GPU_CHECK_STEPS:-kernels_test train_test train_bench_tiny train_bench_3b round_3b round_3b_mb256 round_3b_mb256_release peft_reference gpu_test kernels_bench}
 RESULTS=$OUT/results.txt
 : > "$RESULTS"
 # step NAME LIMIT_S CMD...: stdout to results.txt, stderr to the log. A name may be used by several
@@ -85,10 +86,7 @@ step() {
 
 PYU="env PYTHONUNBUFFERED=1 $PY"
 step kernels_test 60 "$BIN/visplay_kernels_test" --require-cuda
-step kernels_bench 90 "$BIN/visplay_kernels_bench" --repeats 10
 step train_test 150 "$BIN/visplay_train_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-train-test
-step peft_reference 180 $PYU "$HERE/scripts/device/peft_reference.py" --vendor "$HERE/vendor" \
-  --exe "$BIN/visplay_train_test" --vocab "$VOCAB" --work /tmp/visplay-peft
 # The train-step benchmark: ours and the peer on the same shape and batch (2 groups x 8 samples,
 # prompts of 256 tokens, responses of 64, LoRA rank 16 on the 7 modules, AdamW, no KL), same run.
 BATCH_ARGS="--groups 2 --samples 8 --prompt 256 --response 64 --rank 16"
@@ -96,18 +94,22 @@ step train_bench_tiny 120 "$BIN/visplay_train_test" --bench tiny --type f32 $BAT
 step train_bench_tiny 120 $PYU "$HERE/scripts/device/peft_bench.py" --shape tiny --dtype float32 --tf32 $BATCH_ARGS --steps 5 --warmup 2
 step train_bench_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --steps 3 --warmup 1 --vocab "$VOCAB" --dir /tmp/visplay-bench
 step train_bench_3b 180 $PYU "$HERE/scripts/device/peft_bench.py" --shape 3b --dtype bfloat16 $BATCH_ARGS --steps 3 --warmup 1
-# A round's GPU work at the 3B shape (Q4_K, its F16 ViT), micro-batches of 512 rows, peak memory.
-step round_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --micro-batch 512 --steps 2 --warmup 1 --round \
-  --vocab "$VOCAB" --dir /tmp/visplay-bench
+# A round's GPU work at the 3B shape (Q4_K, its F16 ViT), peak memory and where it goes: micro-batches
+# of 512 rows; of 256; of 256 with the trainer's buffers freed between steps (PolicyOptions::release_buffers).
+ROUND_ARGS="--bench 3b --type q4_k $BATCH_ARGS --steps 1 --warmup 1 --round --vocab $VOCAB --dir /tmp/visplay-bench"
+step round_3b 240 "$BIN/visplay_train_test" $ROUND_ARGS --micro-batch 512
+step round_3b_mb256 240 "$BIN/visplay_train_test" $ROUND_ARGS --micro-batch 256
+step round_3b_mb256_release 240 "$BIN/visplay_train_test" $ROUND_ARGS --micro-batch 256 --release
 # Diagnosis of a failing round: every kernel synchronous (its error names its op), no CUDA graphs;
 # and the round without the live LoRA in the rollouts.
-step round_3b_diag 240 env CUDA_LAUNCH_BLOCKING=1 GGML_CUDA_DISABLE_GRAPHS=1 "$BIN/visplay_train_test" --bench 3b --type q4_k \
-  $BATCH_ARGS --micro-batch 512 --steps 1 --warmup 0 --round --vocab "$VOCAB" --dir /tmp/visplay-bench
-step round_3b_nolora 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --micro-batch 512 --steps 1 --warmup 0 --round \
-  --round-lora 0 --vocab "$VOCAB" --dir /tmp/visplay-bench
+step round_3b_diag 240 env CUDA_LAUNCH_BLOCKING=1 GGML_CUDA_DISABLE_GRAPHS=1 "$BIN/visplay_train_test" $ROUND_ARGS --micro-batch 512
+step round_3b_nolora 240 "$BIN/visplay_train_test" $ROUND_ARGS --micro-batch 512 --round-lora 0
+step peft_reference 180 $PYU "$HERE/scripts/device/peft_reference.py" --vendor "$HERE/vendor" \
+  --exe "$BIN/visplay_train_test" --vocab "$VOCAB" --work /tmp/visplay-peft
 step gpu_test 120 "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
 step gpu_bench 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --dir /tmp/visplay-gpu-bench
+step kernels_bench 90 "$BIN/visplay_kernels_bench" --repeats 10
 step gpu_bench_greedy 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --temperature 0 --dir /tmp/visplay-gpu-bench
 step hf_reference 150 $PYU "$HERE/scripts/device/hf_reference.py" \
