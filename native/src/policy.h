@@ -173,6 +173,16 @@ class PolicyState {
     const PolicyOptions & options() const { return options_; }
     bool on_gpu() const { return on_gpu_; }
     PolicyMemory memory() const;
+    // Op profiling, for benchmarks: while on, every graph runs one node at a time, each synchronized
+    // and timed (so slower than a normal step, and without the backend's fusions of adjacent ops);
+    // op_profile() sums the time per op (matrix products per weight type), largest first.
+    struct OpTime {
+        std::string op;
+        int64_t count = 0;
+        double seconds = 0;
+    };
+    void set_op_profiling(bool on) { profiling_ = on; }
+    std::vector<OpTime> op_profile() const;
     const LmView & lm() const { return lm_; }
     int64_t step() const { return step_; }
     float lora_scale() const { return options_.alpha / options_.rank; }
@@ -223,6 +233,8 @@ class PolicyState {
     ggml_backend_t backend_ = nullptr;
     ggml_context * lora_ctx_ = nullptr;
     ggml_backend_buffer_t lora_buf_ = nullptr;
+    ggml_context * grad_ctx_ = nullptr;   // the gradient accumulators (grad_acc_), cleared at once
+    ggml_backend_buffer_t grad_buf_ = nullptr;
     std::vector<LoraPair> pairs_;
     std::map<const ggml_tensor *, const LoraPair *> by_base_;
     LoraPair projector_;                  // a/b null unless options_.projector_rank > 0
@@ -232,6 +244,9 @@ class PolicyState {
     std::shared_ptr<TransposedHead> output_t_;
     ggml_gallocr_t trunk_alloc_ = nullptr, head_alloc_ = nullptr, head2_alloc_ = nullptr;
     void new_allocators();
+    void compute_graph(ggml_cgraph * g);
+    bool profiling_ = false;
+    std::map<std::string, OpTime> op_times_;
     size_t trunk_peak_ = 0, head_peak_ = 0;  // PolicyMemory's compute-buffer sizes
     std::unique_ptr<Head> head_;
     // GPU trainer: per-row inputs and outputs of the head's CUDA kernels, (head_chunk,) each.

@@ -37,7 +37,8 @@
 //       the rollout context (default 8192 cells, RolloutEngine's), --release frees the trainer's
 //       compute buffers after every step (PolicyOptions::release_buffers). The report's memory_mib
 //       gives the device memory in use after each stage and the trainer's buffers by ggml's
-//       accounting; each round phase its rollout and training peaks.
+//       accounting; each round phase its rollout and training peaks. --profile adds one step run
+//       node by node (PolicyState::set_op_profiling): device time per op type.
 //
 // Tolerances (parity): log-probs absolute, gradients and updates relative per tensor.
 //   CPU vs GPU: 1e-2 and 3e-2. ggml-cuda multiplies F32 matrices in TF32 (unit roundoff
@@ -462,7 +463,7 @@ struct BenchArgs {
     std::string shape = "tiny", type = "q4_k", dir, vocab;
     int groups = 2, samples = 8, prompt = 256, response = 64, rank = 16, steps = 5, warmup = 2, micro_batch = 2048, threads = 0;
     int context = 8192;  // the round's rollout context: RolloutEngine's default
-    bool round = false, cpu = false, round_lora = true, kv_f32 = false, release = false;
+    bool round = false, cpu = false, round_lora = true, kv_f32 = false, release = false, profile = false;
 };
 
 ggml_type parse_type(const std::string & t) {
@@ -589,6 +590,15 @@ int bench(const BenchArgs & a) {
                                                       {"optimizer", last.optimizer_seconds}}}};
         ok = ok && last.applied && std::isfinite(last.loss);
         out["peak_device_mib_train"] = mem.peak_mib();
+        if (a.profile) {
+            // One more step, node by node: where the device time goes, per op.
+            policy->set_op_profiling(true);
+            const RunStats ps = policy->run(batch, loss, opt, true, false).stats;
+            policy->set_op_profiling(false);
+            json ops = json::array();
+            for (const auto & t : policy->op_profile()) ops.push_back({{"op", t.op}, {"count", t.count}, {"seconds", t.seconds}});
+            out["op_profile"] = {{"step_seconds_node_by_node", ps.seconds}, {"ops", ops}};
+        }
         // Where the memory goes (MiB): the device's used memory after each stage, and the trainer's
         // own buffers by ggml's accounting (compute buffers at their largest so far).
         const auto mib = [](size_t b) { return static_cast<double>(b) / (1024.0 * 1024.0); };
@@ -696,7 +706,7 @@ int main(int argc, char ** argv) {
                      "       %s --grads MODEL.gguf --batch BATCH.json --out OUT.json [--cpu]\n"
                      "       %s --bench tiny|3b [--type q4_k] [--groups 2] [--samples 8] [--prompt 256] [--response 64] [--rank 16]\n"
                      "          [--steps 5] [--warmup 2] [--micro-batch 2048] [--threads N] [--round] [--context 8192]\n"
-                     "          [--release] [--round-lora 0|1] [--kv-f32] [--cpu] [--dir DIR]\n",
+                     "          [--release] [--round-lora 0|1] [--kv-f32] [--profile] [--cpu] [--dir DIR]\n",
                      argv[0], argv[0], argv[0]);
         return 2;
     };
@@ -726,6 +736,7 @@ int main(int argc, char ** argv) {
         else if (a == "--round-lora") ba.round_lora = next_int() != 0;
         else if (a == "--kv-f32") ba.kv_f32 = true;
         else if (a == "--release") ba.release = true;
+        else if (a == "--profile") ba.profile = true;
         else if (a == "--context") ba.context = next_int();
         else return usage();
     }
