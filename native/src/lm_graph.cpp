@@ -111,9 +111,12 @@ ggml_tensor * linear(ggml_context * ctx, ggml_tensor * w, ggml_tensor * bias, gg
     ggml_tensor * y = ggml_mul_mat(ctx, w, x);
     auto it = loras.find(w);
     if (it != loras.end()) {
-        ggml_tensor * ax = ggml_mul_mat(ctx, it->second->a, x);    // [rank, T]
-        ggml_tensor * bax = ggml_mul_mat(ctx, it->second->b, ax);  // [n_out, T]
-        y = ggml_add(ctx, y, ggml_scale(ctx, bax, scale));
+        // s B (A x) with the scale on the rank-sized product: the same value, but the scaling (and
+        // its backward) passes over [rank, T] instead of [n_out, T] (on a 3B model's step, 504
+        // full-width passes were 8 % of the GPU time).
+        ggml_tensor * ax = ggml_scale(ctx, ggml_mul_mat(ctx, it->second->a, x), scale);  // [rank, T]
+        ggml_tensor * bax = ggml_mul_mat(ctx, it->second->b, ax);                         // [n_out, T]
+        y = ggml_add(ctx, y, bax);
     }
     if (bias) y = ggml_add(ctx, y, bias);
     return y;
