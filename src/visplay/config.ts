@@ -63,6 +63,13 @@ export interface EvolveConfig {
    * too, as the rollouts do), 0 none (everything on the CPU). Ignored on a CPU build.
    */
   gpuLayers: number;
+  /**
+   * Packed rows per training micro-batch (the trainer's activation memory grows with it; a
+   * Qwen2.5-VL-3B Q4 round fits in 8 GB of GPU memory at 256, docs/gpu.md). Default 2048.
+   */
+  microBatchTokens: number;
+  /** Free the trainers' compute buffers after every step, so the rollouts get that memory back. Default false. */
+  releaseBuffers: boolean;
   /** Prompt family ('qwen2.5-vl', 'mimo-vl', 'default') and an optional JSON file of prompt overrides. */
   promptFamily: string;
   promptFile?: string;
@@ -108,6 +115,8 @@ export const DEFAULT_EVOLVE_CONFIG: EvolveConfig = {
   seed: 0,
   threads: 0,
   gpuLayers: -1,
+  microBatchTokens: 2048,
+  releaseBuffers: false,
   promptFamily: 'auto',
 };
 
@@ -151,6 +160,8 @@ export function resolveConfig(partial: Partial<EvolveConfig>): EvolveConfig {
   check.integer('seed', c.seed, 0, Number.MAX_SAFE_INTEGER);
   check.integer('threads', c.threads, 0, 1024);
   check.integer('gpuLayers', c.gpuLayers, -1, 100000);
+  check.integer('microBatchTokens', c.microBatchTokens, 16, 1 << 20);
+  check.boolean('releaseBuffers', c.releaseBuffers);
   check.string('promptFamily', c.promptFamily);
   if (c.promptFile !== undefined) check.string('promptFile', c.promptFile);
   if (c.eval !== undefined) check.string('eval', c.eval);

@@ -206,12 +206,14 @@ class Run {
     this.log.truncateToCommitted(existingJsonl(this.out));
     removeTemporaries(this.out);
     const policyOptions = {
-      rank: c.loraRank, alpha: c.loraAlpha, threads,
+      rank: c.loraRank, alpha: c.loraAlpha, threads, microBatchTokens: c.microBatchTokens, releaseBuffers: c.releaseBuffers,
       loss: { klCoef: c.klCoef, clipLow: c.clipLow, clipHigh: c.clipHigh },
       optimizer: { lr: c.lr, weightDecay: c.weightDecay, maxGradNorm: c.maxGradNorm },
     };
     const load = (state: string | null, seed: number) => state
-      ? this.model.loadPolicy(join(this.out, 'state', state), { threads, loss: policyOptions.loss, optimizer: policyOptions.optimizer })
+      ? this.model.loadPolicy(join(this.out, 'state', state), {
+        threads, microBatchTokens: c.microBatchTokens, releaseBuffers: c.releaseBuffers, loss: policyOptions.loss, optimizer: policyOptions.optimizer,
+      })
       : this.model.createPolicy({ ...policyOptions, seed });
     this.questioner = await load(this.cp.questionerState, seedOf(c.seed, 'questioner-init'));
     this.reasoner = await load(this.cp.reasonerState, seedOf(c.seed, 'reasoner-init'));
