@@ -114,17 +114,29 @@ def convert_text_f32(gguf, hf_dir, vocab, out_gguf):
     return out_gguf
 
 
-def main():
+def reference_args():
+    """The arguments every reference script takes: the vendored llama.cpp tree, our executable,
+    the vocabulary GGUF and a work folder (a parser, so a script can add its own)."""
     ap = argparse.ArgumentParser()
     ap.add_argument('--vendor', required=True)
     ap.add_argument('--exe', required=True)
     ap.add_argument('--vocab', required=True)
     ap.add_argument('--work', required=True)
-    ap.add_argument('--seed', type=int, default=0)
-    args = ap.parse_args()
+    return ap
+
+
+def prepare(args):
+    """Makes the work folder and puts the vendored converter and gguf-py on the import path."""
     os.makedirs(args.work, exist_ok=True)
     sys.path.insert(0, args.vendor)
     sys.path.insert(1, os.path.join(args.vendor, 'gguf-py'))
+
+
+def main():
+    ap = reference_args()
+    ap.add_argument('--seed', type=int, default=0)
+    args = ap.parse_args()
+    prepare(args)
     stage = 'import'
     result = {'ok': False}
     t0 = time.time()

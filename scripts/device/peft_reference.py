@@ -30,7 +30,6 @@ with one sample's advantage negated differs from the reference by FAULT_MIN_FACT
 in every tensor (checked), so the GPU tolerance is small against a real fault.
 Prints one JSON line on stdout (everything else goes to stderr); exits 0 when every check passes.
 """
-import argparse
 import contextlib
 import copy
 import json
@@ -312,18 +311,12 @@ def make_old_logprobs(ref_logp, advantages, rng):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--vendor', required=True)
-    ap.add_argument('--exe', required=True)
-    ap.add_argument('--vocab', required=True)
-    ap.add_argument('--work', required=True)
+    ap = H.reference_args()
     ap.add_argument('--device', choices=['cuda', 'cpu'], default='cuda',
                     help='cuda: the exe on the GPU, then with --cpu; cpu: the exe with --cpu only')
     ap.add_argument('--seed', type=int, default=0)
     args = ap.parse_args()
-    os.makedirs(args.work, exist_ok=True)
-    sys.path.insert(0, args.vendor)
-    sys.path.insert(1, os.path.join(args.vendor, 'gguf-py'))
+    H.prepare(args)
     real_stdout = sys.stdout
     result = {'ok': False}
     stage = 'import'
