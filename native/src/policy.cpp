@@ -956,6 +956,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
 void PolicyState::head_logprobs(const float * hidden, int rows, const int32_t * targets,
                                 const std::function<bool(int, int, const double *, double *)> & fn, float * dhidden) {
     std::vector<double> logp, w;
+    std::vector<float> row_max;  // CPU: each row's maximum, kept from the log-sum-exp for d logits
     for (int r0 = 0; r0 < rows; r0 += options_.head_chunk) {
         const int n = std::min(options_.head_chunk, rows - r0);
         Head & h = head(n);
@@ -979,9 +980,10 @@ void PolicyState::head_logprobs(const float * hidden, int rows, const int32_t * 
             for (int i = 0; i < n; ++i) logp[i] = static_cast<double>(target_logit[i]) - static_cast<double>(lse[i]);
 #endif
         } else {
+            row_max.resize(n);
             parallel_for(n, n_threads_, [&](int i) {
                 const float * l = logits + static_cast<size_t>(i) * lm_.n_vocab;
-                logp[i] = l[t[i]] - logsumexp(l, lm_.n_vocab, nullptr);
+                logp[i] = l[t[i]] - logsumexp(l, lm_.n_vocab, &row_max[i]);
             });
         }
         if (!fn(r0, n, logp.data(), w.data()) || !dhidden) continue;
@@ -996,8 +998,7 @@ void PolicyState::head_logprobs(const float * hidden, int rows, const int32_t * 
         } else {
             parallel_for(n, n_threads_, [&](int i) {
                 float * d = logits + static_cast<size_t>(i) * lm_.n_vocab;  // the row's logits, overwritten in place
-                const float m = max_of(d, lm_.n_vocab);
-                const double s = sum_exp(d, lm_.n_vocab, m, 1.0f, d);
+                const double s = sum_exp(d, lm_.n_vocab, row_max[i], 1.0f, d);
                 const float k = static_cast<float>(-w[i] / s);
 #pragma omp simd
                 for (int32_t v = 0; v < lm_.n_vocab; ++v) d[v] *= k;
