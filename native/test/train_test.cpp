@@ -141,16 +141,13 @@ class MemoryPeak {
   public:
     explicit MemoryPeak(ggml_backend_dev_t dev) : dev_(dev) {
         if (!dev_) return;
-        size_t free = 0, total = 0;
-        ggml_backend_dev_memory(dev_, &free, &total);
-        total_ = total;
-        base_used_ = total - free;
+        size_t free = 0;
+        ggml_backend_dev_memory(dev_, &free, &total_);
+        base_used_ = total_ - free;
         peak_used_ = base_used_;
         thread_ = std::thread([this] {
             while (!stop_) {
-                size_t f = 0, t = 0;
-                ggml_backend_dev_memory(dev_, &f, &t);
-                size_t used = t - f;
+                const size_t used = used_bytes();
                 size_t prev = peak_used_.load();
                 while (used > prev && !peak_used_.compare_exchange_weak(prev, used)) {}
                 prev = phase_peak_.load();
@@ -164,23 +161,24 @@ class MemoryPeak {
         stop_ = true;
         if (thread_.joinable()) thread_.join();
     }
-    double peak_mib() const { return (static_cast<double>(peak_used_.load()) - base_used_) / (1024.0 * 1024.0); }
+    double peak_mib() const { return above_start_mib(peak_used_.load()); }
     // In use now, relative to start().
-    double used_mib() const {
-        if (!dev_) return 0;
-        size_t f = 0, t = 0;
-        ggml_backend_dev_memory(dev_, &f, &t);
-        return (static_cast<double>(t - f) - base_used_) / (1024.0 * 1024.0);
-    }
+    double used_mib() const { return dev_ ? above_start_mib(used_bytes()) : 0; }
     // The peak since the last call (or start), then starts a new phase from what is in use now.
     double take_phase_peak_mib() {
         if (!dev_) return 0;
-        const double p = (static_cast<double>(phase_peak_.exchange(0)) - base_used_) / (1024.0 * 1024.0);
-        return std::max(p, used_mib());
+        return std::max(above_start_mib(phase_peak_.exchange(0)), used_mib());
     }
     double total_mib() const { return total_ / (1024.0 * 1024.0); }
 
   private:
+    size_t used_bytes() const {
+        size_t f = 0, t = 0;
+        ggml_backend_dev_memory(dev_, &f, &t);
+        return t - f;
+    }
+    double above_start_mib(size_t used) const { return (static_cast<double>(used) - base_used_) / (1024.0 * 1024.0); }
+
     ggml_backend_dev_t dev_;
     size_t total_ = 0, base_used_ = 0;
     std::atomic<size_t> peak_used_{0}, phase_peak_{0};
