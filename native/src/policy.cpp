@@ -41,6 +41,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+double seconds_between(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
 // xoshiro256** seeded by splitmix64: the LoRA initialisation stream.
 struct Xoshiro {
     uint64_t s[4];
@@ -255,7 +257,7 @@ void PolicyState::compute_graph(ggml_cgraph * g) {
         ggml_graph_add_node(one, node);
         const auto t0 = Clock::now();
         compute(backend_, one);  // returns synchronized
-        const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+        const double s = seconds_between(t0, Clock::now());
         std::string key = ggml_op_desc(node);
         if ((node->op == GGML_OP_MUL_MAT || node->op == GGML_OP_OUT_PROD) && node->src[0]) {
             key += std::string(" ") + ggml_type_name(node->src[0]->type) + " x " + ggml_type_name(node->src[1]->type);
@@ -792,7 +794,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
                 std::copy(logp, logp + rows, ref_logp.begin() + r0);
                 return false;
             });
-            out.stats.reference_seconds += std::chrono::duration<double>(Clock::now() - t_ref).count();
+            out.stats.reference_seconds += seconds_between(t_ref, Clock::now());
         }
 
         GgmlCtx g(graph_size_for(lm_) * 4, graph_size_for(lm_));
@@ -837,7 +839,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
         ggml_backend_tensor_get(lg.hidden, hidden.data(), 0, hidden.size() * sizeof(float));
         std::vector<float> dh(backward ? hidden.size() : 0);
         const auto t_head = Clock::now();
-        out.stats.forward_seconds += std::chrono::duration<double>(t_head - t_fwd).count();
+        out.stats.forward_seconds += seconds_between(t_fwd, t_head);
 
         head_logprobs(hidden.data(), R, in.pred_target.data(), [&](int r0, int rows, const double * logp, double * w) {
             for (int i = 0; i < rows; ++i) {
@@ -861,11 +863,11 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
         }, dh.empty() ? nullptr : dh.data());
 
         const auto t_bwd = Clock::now();
-        out.stats.head_seconds += std::chrono::duration<double>(t_bwd - t_head).count();
+        out.stats.head_seconds += seconds_between(t_head, t_bwd);
         if (backward) {
             ggml_backend_tensor_set(dhidden, dh.data(), 0, dh.size() * sizeof(float));
             compute_graph(gbw);
-            out.stats.backward_seconds += std::chrono::duration<double>(Clock::now() - t_bwd).count();
+            out.stats.backward_seconds += seconds_between(t_bwd, Clock::now());
         }
         out.stats.micro_batches++;
         out.stats.packed_rows += in.rows;
@@ -939,11 +941,11 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
     }
     out.stats.step = step_;
     out.stats.skipped_steps = skipped_steps_;
-    if (backward) out.stats.optimizer_seconds = std::chrono::duration<double>(Clock::now() - t_opt).count();
+    if (backward) out.stats.optimizer_seconds = seconds_between(t_opt, Clock::now());
     trunk_peak_ = std::max(trunk_peak_, ggml_gallocr_get_buffer_size(trunk_alloc_, 0));
     head_peak_ = std::max(head_peak_, ggml_gallocr_get_buffer_size(head_alloc_, 0) + ggml_gallocr_get_buffer_size(head2_alloc_, 0));
     if (options_.release_buffers) new_allocators();
-    out.stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    out.stats.seconds = seconds_between(t0, Clock::now());
     return out;
 }
 
