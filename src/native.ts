@@ -182,6 +182,8 @@ export interface NativePolicyOptions {
   /** Rank of the image-row (projector) adapter, 0: none. */
   projectorRank: number;
   releaseBuffers: boolean;
+  /** Products with frozen quantized weights on a GPU: 'bf16' tensor cores or llama.cpp's kernels. */
+  frozenMatmul: 'bf16' | 'llama';
   /** A folder written by save(): rank, alpha, targets, weights, moments and step come from it. */
   resumeFrom?: string;
 }

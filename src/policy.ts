@@ -77,6 +77,14 @@ export interface PolicyOptions {
    * hold a round's rollouts and training in turn, at the cost of one allocation per buffer and step.
    */
   releaseBuffers?: boolean;
+  /**
+   * How a GPU multiplies by the model's frozen quantized weights (the trunk's linear layers forward
+   * and backward, the head's backward). 'bf16' (default): dequantized to BF16 with the activations or
+   * gradients rounded to BF16, tensor cores with F32 sums, as bf16 training in PyTorch. 'llama':
+   * llama.cpp's own kernels, as rollouts use them (MMQ forward, activations rounded to 8 bits per
+   * block of 32; TF32 backward). The CPU computes both the same way.
+   */
+  frozenMatmul?: 'bf16' | 'llama';
   loss?: LossOptions;
   optimizer?: OptimizerOptions;
 }
@@ -340,6 +348,7 @@ function nativeOptions(model: Model, o: PolicyOptions) {
     contextSize,
     projectorRank: o.projectorRank === undefined ? 0 : check.integer('projectorRank', o.projectorRank, 0, model.info.embeddingSize),
     releaseBuffers: o.releaseBuffers === undefined ? false : check.boolean('releaseBuffers', o.releaseBuffers),
+    frozenMatmul: o.frozenMatmul === undefined ? 'bf16' as const : check.oneOf('frozenMatmul', o.frozenMatmul, ['bf16', 'llama'] as const),
   };
 }
 

@@ -103,6 +103,19 @@ void check_supported(ggml_backend_t backend, ggml_cgraph * g) {
     }
 }
 
+// Declares the precision of every product with a frozen quantized weight in g (MUL_MAT forward,
+// OUT_PROD backward: src0 the weight, src1 the activations or the transposed gradients). Only
+// ggml-cuda reads it (PolicyOptions::frozen_matmul); LoRA A/B are F32 and keep F32 products.
+void declare_frozen_matmul(ggml_cgraph * g, PolicyOptions::FrozenMatmul how) {
+    if (how != PolicyOptions::FrozenMatmul::bf16) return;
+    for (int i = 0; i < ggml_graph_n_nodes(g); ++i) {
+        ggml_tensor * node = ggml_graph_node(g, i);
+        if ((node->op == GGML_OP_MUL_MAT || node->op == GGML_OP_OUT_PROD) && ggml_is_quantized(node->src[0]->type)) {
+            ggml_prec_set_src(node, GGML_PREC_BF16, 1);
+        }
+    }
+}
+
 void alloc_graph(ggml_gallocr_t alloc, ggml_cgraph * g) {
     if (!ggml_gallocr_alloc_graph(alloc, g)) throw CodedError("ERR_OUT_OF_MEMORY", "could not allocate the training graph's buffers");
 }
@@ -580,6 +593,9 @@ PolicyState::Head & PolicyState::head(int rows) {
     ggml_set_output(h->dhidden);
     h->g2 = ggml_new_graph_custom(ctx, 16, false);
     ggml_build_forward_expand(h->g2, h->dhidden);
+    // Only the backward: cuBLAS would dequantize all of W_out for the forward at once (622 MB of BF16
+    // scratch for a 3B model), where the OUT_PROD of patch 0003 works through 64 MiB chunks of it.
+    declare_frozen_matmul(h->g2, options_.frozen_matmul);
     alloc_graph(head_alloc_, h->g1);
     // Placed before graph 2 is allocated, so its allocator takes d logits as already allocated.
     if (ggml_backend_tensor_alloc(h->logits->buffer, h->dlogits, h->logits->data) != GGML_STATUS_SUCCESS) {
@@ -601,6 +617,7 @@ std::vector<float> PolicyState::forward_hidden(const MicroBatchInputs & in, bool
                                 with_lora && projector_.a ? &projector_ : nullptr);
     ggml_cgraph * gf = ggml_new_graph_custom(g.ctx, graph_size_for(lm_), false);
     ggml_build_forward_expand(gf, lg.hidden);
+    declare_frozen_matmul(gf, options_.frozen_matmul);
     alloc_graph(trunk_alloc_, gf);
     if (on_gpu_) check_supported(backend_, gf);
     set_inputs(lg.in, in);
@@ -829,6 +846,7 @@ RunOutputs PolicyState::run(const TrainBatch & batch, const LossConfig & loss, c
             gbw = ggml_new_graph_custom(g.ctx, graph_size_for(lm_), false);
             for (int i = 0; i < ggml_graph_n_nodes(gb); ++i) ggml_graph_add_node(i < n_fwd ? gf : gbw, ggml_graph_node(gb, i));
         }
+        declare_frozen_matmul(gb, options_.frozen_matmul);
         alloc_graph(trunk_alloc_, gb);
         if (on_gpu_) check_supported(backend_, gb);
         set_inputs(lg.in, in);

@@ -77,6 +77,13 @@ struct PolicyOptions {
     // by the next): the memory is the rollouts' between steps, at the cost of one allocation per
     // buffer and step. For a GPU that must hold a round's rollouts and training in turn.
     bool release_buffers = false;
+    // The products with frozen quantized weights on a GPU (the trunk's linear layers forward and
+    // backward, the head's backward; the head's forward keeps MMQ, which needs no copy of W_out). bf16: the weight dequantized to BF16 and the activations or gradients
+    // rounded to BF16, tensor cores with F32 accumulation, as bf16 training in PyTorch (declared with
+    // ggml_prec_set_src; patches 0003 and 0004 make ggml-cuda honour it). llama: llama.cpp's own
+    // kernels, as rollouts use them: MMQ forward (activations rounded to 8 bits per block of 32),
+    // dequantize to F32 and TF32 SGEMM backward. The CPU backend computes both the same way.
+    enum class FrozenMatmul { bf16, llama } frozen_matmul = FrozenMatmul::bf16;
 };
 
 // What the trainer holds in its backend's memory, in bytes; the compute buffers at the largest

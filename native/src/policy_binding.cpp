@@ -404,6 +404,11 @@ PolicyOptions read_policy_options(Napi::Env env, const Napi::Object & o) {
     p.context_size = static_cast<int>(num(o, "contextSize", 0));
     p.projector_rank = static_cast<int>(num(o, "projectorRank", 0));
     p.release_buffers = o.Has("releaseBuffers") && o.Get("releaseBuffers").ToBoolean().Value();
+    if (o.Has("frozenMatmul") && o.Get("frozenMatmul").IsString()) {
+        const std::string fm = o.Get("frozenMatmul").As<Napi::String>().Utf8Value();
+        if (fm != "bf16" && fm != "llama") throw_js(env, "ERR_INVALID_ARG", ("frozenMatmul must be 'bf16' or 'llama', not '" + fm + "'").c_str());
+        p.frozen_matmul = fm == "llama" ? PolicyOptions::FrozenMatmul::llama : PolicyOptions::FrozenMatmul::bf16;
+    }
     Napi::Value t = o.Get("targets");
     if (t.IsArray()) {
         Napi::Array a = t.As<Napi::Array>();

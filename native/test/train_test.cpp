@@ -38,12 +38,15 @@
 //       compute buffers after every step (PolicyOptions::release_buffers). The report's memory_mib
 //       gives the device memory in use after each stage and the trainer's buffers by ggml's
 //       accounting; each round phase its rollout and training peaks. --profile adds one step run
-//       node by node (PolicyState::set_op_profiling): device time per op type.
+//       node by node (PolicyState::set_op_profiling): device time per op type. --frozen-matmul
+//       llama multiplies by the quantized weights with llama.cpp's kernels instead of BF16 cuBLAS.
 //
 // Tolerances (parity): log-probs absolute, gradients and updates relative per tensor.
 //   CPU vs GPU: 1e-2 and 3e-2. ggml-cuda multiplies F32 matrices in TF32 (unit roundoff
 //     4.9e-4; native/test/gpu_test.cpp, docs/gpu.md): ~1e-3 at the logits, and the backward pass
 //     adds as many matmuls again. The fault (advantages' signs flipped) moves the gradients by ~2.
+//     The Q8_0 model's products with its weights: BF16 inputs (unit roundoff 3.9e-3, F32 sums) by
+//     default, or llama.cpp's MMQ, whose activations are rounded to 8 bits per block of 32 (q8_0-llama).
 //   CPU vs CPU at another thread count: 1e-5 and 1e-4 (float32, summation order only: the head's
 //     backward sums the vocabulary by out_prod on one side and by a matmul on the other; measured
 //     1e-5). The update: 1e-3 there. Relative per tensor, it weights the elements of small gradient
@@ -218,8 +221,8 @@ struct VariantResult {
     bool ok = true;
 };
 
-VariantResult parity_variant(const std::string & label, const TinyModelConfig & files, bool projector, bool on_gpu, int threads_sub,
-                             double tol_lp, double tol_rel, double tol_upd, const fs::path & dir) {
+VariantResult parity_variant(const std::string & label, const TinyModelConfig & files, bool projector, PolicyOptions::FrozenMatmul frozen_matmul,
+                             bool on_gpu, int threads_sub, double tol_lp, double tol_rel, double tol_upd, const fs::path & dir) {
     VariantResult res;
     json & r = res.report;
     r["variant"] = label;
@@ -230,6 +233,7 @@ VariantResult parity_variant(const std::string & label, const TinyModelConfig & 
     po.alpha = 16;
     po.seed = 3;
     po.projector_rank = projector ? 4 : 0;
+    po.frozen_matmul = frozen_matmul;  // the subject's products with quantized weights (the CPU ignores it)
     po.threads = on_gpu ? hw_threads() : 1;
     PolicyState ref(ref_model, po);
     po.threads = threads_sub;
@@ -366,9 +370,14 @@ int parity(const std::string & vocab, const std::string & dir_arg, bool cpu, boo
         write_tiny_model(q8);
         const int threads_sub = on_gpu ? hw_threads() : std::max(2, hw_threads());
         json variants = json::array();
-        for (auto [label, files, projector] : {std::tuple<const char *, TinyModelConfig, bool>{"f32+projector", f32, true},
-                                               std::tuple<const char *, TinyModelConfig, bool>{"q8_0", q8, false}}) {
-            VariantResult v = parity_variant(label, files, projector, on_gpu, threads_sub, tol_lp, tol_rel, tol_upd, dir);
+        // q8_0: the quantized weights' products in BF16 on the GPU (the default); q8_0-llama:
+        // llama.cpp's MMQ and TF32 kernels for them (GPU only: on the CPU the two are the same run).
+        using FM = PolicyOptions::FrozenMatmul;
+        std::vector<std::tuple<const char *, TinyModelConfig, bool, FM>> cases = {
+            {"f32+projector", f32, true, FM::bf16}, {"q8_0", q8, false, FM::bf16}};
+        if (on_gpu) cases.emplace_back("q8_0-llama", q8, false, FM::llama);
+        for (auto [label, files, projector, fm] : cases) {
+            VariantResult v = parity_variant(label, files, projector, fm, on_gpu, threads_sub, tol_lp, tol_rel, tol_upd, dir);
             ok = ok && v.ok;
             variants.push_back(v.report);
         }
@@ -462,6 +471,7 @@ struct BenchArgs {
     int groups = 2, samples = 8, prompt = 256, response = 64, rank = 16, steps = 5, warmup = 2, micro_batch = 2048, threads = 0;
     int context = 8192;  // the round's rollout context: RolloutEngine's default
     bool round = false, cpu = false, round_lora = true, kv_f32 = false, release = false, profile = false;
+    std::string frozen_matmul = "bf16";  // PolicyOptions::frozen_matmul: bf16 or llama
 };
 
 ggml_type parse_type(const std::string & t) {
@@ -537,6 +547,9 @@ int bench(const BenchArgs & a) {
         po.threads = threads;
         po.micro_batch_tokens = a.micro_batch;
         po.release_buffers = a.release;
+        if (a.frozen_matmul != "bf16" && a.frozen_matmul != "llama") throw CodedError("ERR_INVALID_ARG", "--frozen-matmul takes bf16 or llama");
+        po.frozen_matmul = a.frozen_matmul == "llama" ? PolicyOptions::FrozenMatmul::llama : PolicyOptions::FrozenMatmul::bf16;
+        out["frozen_matmul"] = a.frozen_matmul;
         const double mib_model = mem.used_mib();
         auto policy = std::make_shared<PolicyState>(model, po);
         const double mib_policy = mem.used_mib();
@@ -704,7 +717,8 @@ int main(int argc, char ** argv) {
                      "       %s --grads MODEL.gguf --batch BATCH.json --out OUT.json [--cpu]\n"
                      "       %s --bench tiny|3b [--type q4_k] [--groups 2] [--samples 8] [--prompt 256] [--response 64] [--rank 16]\n"
                      "          [--steps 5] [--warmup 2] [--micro-batch 2048] [--threads N] [--round] [--context 8192]\n"
-                     "          [--release] [--round-lora 0|1] [--kv-f32] [--profile] [--cpu] [--dir DIR]\n",
+                     "          [--release] [--round-lora 0|1] [--kv-f32] [--profile] [--frozen-matmul bf16|llama]\n"
+                     "          [--cpu] [--dir DIR]\n",
                      argv[0], argv[0], argv[0]);
         return 2;
     };
@@ -735,6 +749,7 @@ int main(int argc, char ** argv) {
         else if (a == "--kv-f32") ba.kv_f32 = true;
         else if (a == "--release") ba.release = true;
         else if (a == "--profile") ba.profile = true;
+        else if (a == "--frozen-matmul") ba.frozen_matmul = next();
         else if (a == "--context") ba.context = next_int();
         else return usage();
     }

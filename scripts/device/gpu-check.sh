@@ -9,7 +9,9 @@
 #   gpu_test          visplay_gpu_test --require-gpu: rollouts on the GPU against the CPU (tiny model, F32)
 #   peft_reference    peft_reference.py: our LoRA gradients of one GRPO step against PEFT + autograd
 #   train_bench_tiny  visplay_train_test --bench tiny (F32) and its peer peft_bench.py --shape tiny
-#   train_bench_3b    the same at Qwen2.5-VL-3B's shape: ours Q4_K, the peer bfloat16
+#   train_bench_3b    the same at Qwen2.5-VL-3B's shape: ours Q4_K (its products with the frozen weights
+#                     in BF16, then with llama.cpp's kernels: --frozen-matmul llama), the peer bfloat16
+#   train_profile_3b  one 3B step node by node (--profile): device time per op type
 #   round_3b          visplay_train_test --bench 3b --round: a round's GPU work, peak device memory
 #                     (round_3b_mb256, round_3b_mb256_release: smaller micro-batches, buffers freed)
 #   gpu_bench, gpu_bench_greedy   rollouts against llama-batched-bench (CUDA build, -ngl 99)
@@ -93,7 +95,9 @@ BATCH_ARGS="--groups 2 --samples 8 --prompt 256 --response 64 --rank 16"
 step train_bench_tiny 120 "$BIN/visplay_train_test" --bench tiny --type f32 $BATCH_ARGS --steps 5 --warmup 2 --vocab "$VOCAB" --dir /tmp/visplay-bench
 step train_bench_tiny 120 $PYU "$HERE/scripts/device/peft_bench.py" --shape tiny --dtype float32 --tf32 $BATCH_ARGS --steps 5 --warmup 2
 step train_bench_3b 240 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --steps 3 --warmup 1 --vocab "$VOCAB" --dir /tmp/visplay-bench
+step train_bench_3b 120 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --steps 3 --warmup 1 --frozen-matmul llama --vocab "$VOCAB" --dir /tmp/visplay-bench
 step train_bench_3b 180 $PYU "$HERE/scripts/device/peft_bench.py" --shape 3b --dtype bfloat16 $BATCH_ARGS --steps 3 --warmup 1
+step train_profile_3b 120 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --steps 1 --warmup 1 --profile --vocab "$VOCAB" --dir /tmp/visplay-bench
 # A round's GPU work at the 3B shape (Q4_K, its F16 ViT), peak memory and where it goes: micro-batches
 # of 512 rows; of 256; of 256 with the trainer's buffers freed between steps (PolicyOptions::release_buffers).
 ROUND_ARGS="--bench 3b --type q4_k $BATCH_ARGS --steps 1 --warmup 1 --round --vocab $VOCAB --dir /tmp/visplay-bench"

@@ -50,6 +50,16 @@ describe('trainer bad input', () => {
     await stillWorks();
   });
 
+  it('frozenMatmul other than bf16 or llama', async () => {
+    await rejects(model.createPolicy({ frozenMatmul: 'f16' as never }), 'ERR_INVALID_ARG', /bf16, llama for frozenMatmul/);
+    // both accepted values make a policy that trains (on the CPU they compute the same way)
+    for (const frozenMatmul of ['bf16', 'llama'] as const) {
+      const p = await model.createPolicy({ rank: 2, frozenMatmul });
+      assert.ok(Number.isFinite((await p.evaluate(GROUPS, { loss: { klCoef: 0 } })).loss));
+      p.dispose();
+    }
+  });
+
   it('a target module the model does not have', async () => {
     await rejects(model.createPolicy({ targets: ['attn_qkv' as never] }), 'ERR_INVALID_ARG', /targets\[0\].*attn_q/);
     await rejects(model.createPolicy({ targets: [] }), 'ERR_INVALID_ARG', /at least one module/);
