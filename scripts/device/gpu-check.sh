@@ -15,6 +15,9 @@
 #   round_3b          visplay_train_test --bench 3b --round: a round's GPU work, peak device memory
 #                     (round_3b_mb256, round_3b_mb256_release: smaller micro-batches, buffers freed)
 #   gpu_bench, gpu_bench_greedy   rollouts against llama-batched-bench (CUDA build, -ngl 99)
+#   gpu_bench_graphs, round_3b_graphs   the same with llama.cpp's CUDA graphs on (VISPLAY_CUDA_GRAPHS=1;
+#                     off by default since they crashed the 3B round's rollouts, docs/gpu.md);
+#                     gpu_bench_graphs16 with 16 sampling threads (both sides get --threads)
 #   hf_reference      hf_reference.py: text-only logits against transformers
 # Every step has its own time limit and a failure does not stop the next; the summary is printed last.
 # $OUT gets three files (the device tool brings back at most 8): log.txt, env.txt and results.txt,
@@ -113,6 +116,11 @@ step peft_reference 180 $PYU "$HERE/scripts/device/peft_reference.py" --vendor "
 step gpu_test 120 "$BIN/visplay_gpu_test" --require-gpu --vocab "$VOCAB" --dir /tmp/visplay-gpu-test
 step gpu_bench 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --dir /tmp/visplay-gpu-bench
+step gpu_bench_graphs 180 env VISPLAY_CUDA_GRAPHS=1 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
+  --vocab "$VOCAB" --repeats 5 --threads 8 --dir /tmp/visplay-gpu-bench
+step gpu_bench_graphs16 180 env VISPLAY_CUDA_GRAPHS=1 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
+  --vocab "$VOCAB" --repeats 5 --threads 16 --dir /tmp/visplay-gpu-bench
+step round_3b_graphs 240 env VISPLAY_CUDA_GRAPHS=1 "$BIN/visplay_train_test" $ROUND_ARGS --micro-batch 256
 step kernels_bench 90 "$BIN/visplay_kernels_bench" --repeats 10
 step gpu_bench_greedy 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --temperature 0 --dir /tmp/visplay-gpu-bench
