@@ -18,6 +18,8 @@
 #   gpu_bench_graphs, round_3b_graphs   the same with llama.cpp's CUDA graphs on (VISPLAY_CUDA_GRAPHS=1;
 #                     off by default since they crashed the 3B round's rollouts, docs/gpu.md);
 #                     gpu_bench_graphs16 with 16 sampling threads (both sides get --threads)
+#   gpu_bench_3b, gpu_bench_3b_graphs   rollouts on the Qwen2.5-VL-3B-shaped Q4_K model that
+#                     train_bench_3b writes (written here first if it is missing), graphs off / on
 #   hf_reference      hf_reference.py: text-only logits against transformers
 # Every step has its own time limit and a failure does not stop the next; the summary is printed last.
 # $OUT gets three files (the device tool brings back at most 8): log.txt, env.txt and results.txt,
@@ -121,6 +123,13 @@ step gpu_bench_graphs 180 env VISPLAY_CUDA_GRAPHS=1 "$BIN/visplay_gpu_bench" --b
 step gpu_bench_graphs16 180 env VISPLAY_CUDA_GRAPHS=1 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 16 --dir /tmp/visplay-gpu-bench
 step round_3b_graphs 240 env VISPLAY_CUDA_GRAPHS=1 "$BIN/visplay_train_test" $ROUND_ARGS --micro-batch 256
+# The 3B-shaped model of train_bench_3b: written by a one-step bench when that step did not run.
+M3B=/tmp/visplay-bench/bench-3b-q4_k.gguf P3B=/tmp/visplay-bench/bench-3b-mmproj.gguf
+[ -f "$M3B" ] || step gpu_bench_3b 150 "$BIN/visplay_train_test" --bench 3b --type q4_k $BATCH_ARGS --steps 1 --warmup 0 --vocab "$VOCAB" --dir /tmp/visplay-bench
+step gpu_bench_3b 240 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
+  --model "$M3B" --mmproj "$P3B" --repeats 3 --threads 8
+step gpu_bench_3b_graphs 240 env VISPLAY_CUDA_GRAPHS=1 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
+  --model "$M3B" --mmproj "$P3B" --repeats 3 --threads 8
 step kernels_bench 90 "$BIN/visplay_kernels_bench" --repeats 10
 step gpu_bench_greedy 180 "$BIN/visplay_gpu_bench" --batched-bench "$BIN/llama-batched-bench" \
   --vocab "$VOCAB" --repeats 5 --threads 8 --temperature 0 --dir /tmp/visplay-gpu-bench
