@@ -21,7 +21,8 @@
 //       match-cot    match-image, answered after a step of reasoning that names the scene's colours
 //                    ("I see red and blue.\nYes"); scored by greedy decoding of that step, then the answer
 //       family:F     the world's own labelled items of family F (count, colour, shape, spatial,
-//                    compare), answered with the answer's first token alone (a digit, a letter or Yes/No)
+//                    compare), answered with the answer's first token alone (a digit, a letter or Yes/No);
+//                    family:all: every family's items mixed, scored per family as well
 //     Truth is read from the pixels (nearest of the world's colours), as the render test does.
 //     --curriculum trains the tasks one after another in one policy (each task's own steps and
 //     schedule) instead of each from the base; --projector-rank R also trains a rank-R update of the
@@ -49,7 +50,7 @@ import { alignProjector, readTruth, ridgeSolve, type AlignedProjector } from '..
 import { COLOURS, Rng } from '../src/world/generator.js';
 
 const LADDER = ['hint', 'detect', 'name', 'match-image', 'match-text', 'match-grid-text', 'match-cot'] as const;
-const FAMILY_TASKS = ['family:count', 'family:colour', 'family:shape', 'family:spatial', 'family:compare'] as const;
+const FAMILY_TASKS = ['family:count', 'family:colour', 'family:shape', 'family:spatial', 'family:compare', 'family:all'] as const;
 const TASKS = [...LADDER, ...FAMILY_TASKS] as const;
 type Task = (typeof TASKS)[number];
 
@@ -149,6 +150,8 @@ interface LadderItem {
   image: DecodedImage; question: string; answer: string; choices: readonly string[];
   /** Trained (and at scoring, greedily generated) before the answer, ending in a newline. */
   reasoning?: string;
+  /** The world family of a family item (family:all scores each family apart). */
+  family?: string;
 }
 
 const YES_NO = ['Yes', 'No'] as const;
@@ -159,9 +162,9 @@ const LETTERS = ['A', 'B', 'C', 'D'] as const;
 /** The world's own items of one family, answered with one token. */
 async function familyItems(family: string, items: WorldItem[]): Promise<LadderItem[]> {
   const out: LadderItem[] = [];
-  for (const it of items.filter((i) => i.family === family)) {
+  for (const it of items.filter((i) => family === 'all' || i.family === family)) {
     const choices = it.type === 'numeric' ? COUNT_ANSWERS : it.options ? LETTERS : YES_NO;
-    out.push({ image: await loadImage(join(world, it.image)), question: `${benchQuestion(it)}\nAnswer with one ${it.type === 'numeric' ? 'number' : it.options ? 'letter' : 'word'}.`, answer: it.answer, choices });
+    out.push({ image: await loadImage(join(world, it.image)), question: `${benchQuestion(it)}\nAnswer with one ${it.type === 'numeric' ? 'number' : it.options ? 'letter' : 'word'}.`, answer: it.answer, choices, family: it.family });
   }
   return out;
 }
@@ -204,6 +207,8 @@ interface LadderResult {
   task: Task; trainItems: number; steps: number; firstLoss: number; lastLoss: number; trainAccuracy: number; heldOutAccuracy: number;
   /** Share of held-out items given the most common answer (1: one answer for everything). */
   heldOutTopShare: number; topAnswer: string; seconds: number;
+  /** Held-out accuracy per world family (family:all). */
+  heldOutFamilies: Record<string, number>;
 }
 
 const PER_STEP = 16;
@@ -223,6 +228,7 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
   const score = async (list: LadderItem[]) => {
     let right = 0;
     const said = new Map<string, number>();
+    const byFamily = new Map<string, { right: number; of: number }>();
     const V = model.info.vocabSize;
     const newline = model.tokenize('\n').at(-1)!;
     for (const it of list) {
@@ -244,9 +250,16 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
       ids.forEach((id, j) => { if (last[id]! > last[ids[k]!]!) k = j; });
       said.set(it.choices[k]!, (said.get(it.choices[k]!) ?? 0) + 1);
       if (it.choices[k] === it.answer) right++;
+      if (it.family !== undefined) {
+        const f = byFamily.get(it.family) ?? { right: 0, of: 0 };
+        f.of++;
+        if (it.choices[k] === it.answer) f.right++;
+        byFamily.set(it.family, f);
+      }
     }
     const [topAnswer, top] = [...said.entries()].sort((x, y) => y[1] - x[1])[0]!;
-    return { accuracy: right / list.length, topShare: top / list.length, topAnswer };
+    const families = Object.fromEntries([...byFamily].map(([f, s]) => [f, s.right / s.of]));
+    return { accuracy: right / list.length, topShare: top / list.length, topAnswer, families };
   };
   const t0 = performance.now();
   const losses: number[] = [];
@@ -267,6 +280,7 @@ async function ladderStep(model: Model, policy: Policy, task: Task, train: Ladde
   return {
     task, trainItems: train.length, steps, firstLoss: mean(losses.slice(0, tenth)), lastLoss: mean(losses.slice(-tenth)),
     trainAccuracy: trainScore.accuracy, heldOutAccuracy: heldScore.accuracy, heldOutTopShare: heldScore.topShare, topAnswer: heldScore.topAnswer, seconds,
+    heldOutFamilies: heldScore.families,
   };
 }
 
@@ -328,7 +342,8 @@ try {
         const r = await ladderStep(model, policy, task, train, held, epochs, schedule(shared ? curriculumSteps : stepsOf(train, epochs)));
         ladder.push(r);
         log(`${task.padEnd(12)} ${r.trainItems} items, ${r.steps} steps (${r.seconds.toFixed(0)} s): loss ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}; ` +
-          `train ${(100 * r.trainAccuracy).toFixed(1)} %, held-out ${(100 * r.heldOutAccuracy).toFixed(1)} % (says ${r.topAnswer} ${(100 * r.heldOutTopShare).toFixed(0)} %)`);
+          `train ${(100 * r.trainAccuracy).toFixed(1)} %, held-out ${(100 * r.heldOutAccuracy).toFixed(1)} % (says ${r.topAnswer} ${(100 * r.heldOutTopShare).toFixed(0)} %)` +
+          (task === 'family:all' ? `; by family: ${Object.entries(r.heldOutFamilies).map(([f, a]) => `${f} ${(100 * a).toFixed(1)} %`).join(', ')}` : ''));
       } finally {
         if (!shared) policy.dispose();
       }
