@@ -12,7 +12,7 @@ import { isVisplayError } from '../../src/errors.js';
 import type { EvalSummary, IterationSummary, QuestionRecord, RunManifest, StepMetrics } from '../../src/visplay/records.js';
 import { histogram, runBand } from '../../src/visplay/report/aggregate.js';
 import { buildReport, formatTable, iterationTable, loadRun, writeReport } from '../../src/visplay/report/index.js';
-import { PLOT_HEIGHT, PLOT_WIDTH, ticks } from '../../src/visplay/report/plots.js';
+import { PLOT_HEIGHT, PLOT_WIDTH, percentTickFormat, ticks } from '../../src/visplay/report/plots.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), 'visplay-report-'));
@@ -298,6 +298,18 @@ describe('report helpers', () => {
     assert.deepEqual(ticks(0, 1, 5, false), [0, 0.2, 0.4, 0.6, 0.8, 1]);
     assert.deepEqual(ticks(1, 3, 6, true), [1, 2, 3]);
     assert.deepEqual(ticks(0, 37, 5, true), [0, 10, 20, 30, 40]);
+  });
+
+  it('labels percent ticks with the decimals their step needs, so no two labels read the same', () => {
+    const whole = ticks(0, 1, 5, false);
+    assert.deepEqual(whole.map(percentTickFormat(whole)), ['0%', '20%', '40%', '60%', '80%', '100%']);
+    const zoomed = ticks(0.33, 0.35, 5, false); // steps of half a point
+    const labels = zoomed.map(percentTickFormat(zoomed));
+    assert.deepEqual(labels, ['33.0%', '33.5%', '34.0%', '34.5%', '35.0%']);
+    const fine = ticks(0.271, 0.2725, 5, false); // steps of 0.05 points
+    const fineLabels = fine.map(percentTickFormat(fine));
+    assert.equal(new Set(fineLabels).size, fineLabels.length, fineLabels.join(' '));
+    assert.equal(fineLabels[0], '27.10%');
   });
 });
 

@@ -154,7 +154,7 @@ export function lineChart(spec: LineChartSpec): string {
   const x = frame.scaleX(xTicks.length > 1 ? [xTicks[0]!, xTicks.at(-1)!] : xDomain);
   const y = frame.scaleY([Math.min(yDomain[0], yTicks[0]!), Math.max(yDomain[1], yTicks.at(-1)!)]);
 
-  frame.axes(xTicks, yTicks, x, y, spec.xLabel, spec.yLabel, spec.percentY ? (v) => `${Math.round(v * 100)}%` : formatTick);
+  frame.axes(xTicks, yTicks, x, y, spec.xLabel, spec.yLabel, spec.percentY ? percentTickFormat(yTicks) : formatTick);
   const dense = Math.max(...spec.series.map((s) => s.points.length)) > 60;
   spec.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length]!;
@@ -343,6 +343,16 @@ export function ticks(lo: number, hi: number, count: number, integer: boolean): 
     if (v >= hi - step * 1e-9) break;
   }
   return out;
+}
+
+/**
+ * Percent labels for ticks of shares (0.335 -> "33.5%"), with as many decimals as the tick step
+ * needs: a zoomed-in axis with steps of half a point would otherwise read 33%, 33%, 34%, 34%.
+ */
+export function percentTickFormat(tickValues: readonly number[]): (v: number) => string {
+  const step = tickValues.length > 1 ? Math.abs(tickValues[1]! - tickValues[0]!) * 100 : 1;
+  const decimals = step >= 1 ? 0 : Math.min(6, Math.ceil(-Math.log10(step) - 1e-9));
+  return (v) => `${(v * 100).toFixed(decimals)}%`;
 }
 
 function formatTick(v: number): string {
