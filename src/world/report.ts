@@ -27,7 +27,7 @@ import { VisplayError } from '../errors.js';
 import { aggregateRun, type IterationRow, type QuestionExample, type RunReport } from '../visplay/report/aggregate.js';
 import { formatTable, loadRun, writeAtomic, type Table } from '../visplay/report/index.js';
 import { readJsonl } from '../visplay/report/load.js';
-import { escapeXml, histogramChart, lineChart, PLOT_HEIGHT, PLOT_WIDTH, rasterise, ticks, type Series } from '../visplay/report/plots.js';
+import { escapeXml, histogramChart, lineChart, PLOT_HEIGHT, PLOT_WIDTH, percentTickFormat, rasterise, ticks, type Series } from '../visplay/report/plots.js';
 import { fixed, percent } from '../visplay/report/tables.js';
 import { ARMS, meanSd, type Arm, type ExperimentScore, type ExperimentSummary } from './experiment.js';
 import { FAMILIES } from './questions.js';
@@ -355,9 +355,11 @@ export function groupedBarChart(spec: {
     `<text x="${r(x)}" y="${r(y)}" text-anchor="${anchor}" ${font} font-size="${size}" fill="#222">${esc(s)}</text>`;
   const parts: string[] = [`<rect width="${PLOT_WIDTH}" height="${PLOT_HEIGHT}" fill="#ffffff"/>`];
   parts.push(`<text x="${MARGIN.left}" y="22" ${font} font-size="15" font-weight="bold" fill="#222">${esc(spec.title)}</text>`);
-  for (const tick of ticks(0, 1, 5, false)) {
+  const yTicks = ticks(0, 1, 5, false);
+  const percent = percentTickFormat(yTicks);
+  for (const tick of yTicks) {
     parts.push(`<line x1="${MARGIN.left}" y1="${r(yOf(tick))}" x2="${MARGIN.left + width}" y2="${r(yOf(tick))}" stroke="#e3e3e3"/>`);
-    parts.push(label(MARGIN.left - 8, yOf(tick) + 4, `${Math.round(tick * 100)}%`, 'end'));
+    parts.push(label(MARGIN.left - 8, yOf(tick) + 4, percent(tick), 'end'));
   }
   const group = width / Math.max(1, spec.categories.length);
   const bar = (group * 0.8) / Math.max(1, spec.entries.length);
