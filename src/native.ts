@@ -339,6 +339,8 @@ export interface NativeTinyModelConfig {
   outputStd?: number;
   /** Std of the language-model blocks' weight matrices (default 0.02). */
   blockStd?: number;
+  /** Texts whose Qwen2 tokens the vocabulary keeps (absent: the whole 151,936-token vocabulary). */
+  vocabularyTexts?: string[];
   chatTemplate: string;
 }
 

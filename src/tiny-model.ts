@@ -65,6 +65,12 @@ export interface MakeTinyModelOptions {
   embeddingType?: 'f16' | 'f32';
   /** Shapes to change from TINY_MODEL_CONFIG (e.g. WORLD_MODEL_SHAPE); part of the cache key. */
   shape?: Partial<TinyModelConfig>;
+  /**
+   * Texts whose Qwen2 tokens the vocabulary keeps (e.g. worldVocabularyTexts()): the embedding and
+   * head get one row per kept token instead of 151,936, and these texts tokenize exactly as with the
+   * full vocabulary (other text falls back towards byte tokens). Part of the cache key.
+   */
+  vocabularyTexts?: readonly string[];
 }
 
 /** The cache folder: $VISPLAY_CACHE_DIR, else $XDG_CACHE_HOME/visplay-native, else ~/.cache/visplay-native. */
@@ -78,8 +84,16 @@ export function vocabularyPath(): string {
   return join(PACKAGE_ROOT, 'native', 'vendor', 'llama.cpp', 'models', 'ggml-vocab-qwen2.gguf');
 }
 
-function configKey(seed: number, config: TinyModelConfig, embeddingType: 'f16' | 'f32'): string {
-  const extra = embeddingType === 'f16' ? {} : { embeddingType };  // f16 keys stay as before
+/** sha256 of a vocabulary's texts (part of the cache key and the stamp). */
+function vocabularyKey(texts: readonly string[]): string {
+  const h = createHash('sha256');
+  for (const t of texts) h.update(t).update('\0');
+  return h.digest('hex').slice(0, 16);
+}
+
+function configKey(seed: number, config: TinyModelConfig, embeddingType: 'f16' | 'f32', vocabulary: string | undefined): string {
+  // f16 keys and the full vocabulary stay as before, so cached models keep their folders.
+  const extra = { ...(embeddingType === 'f16' ? {} : { embeddingType }), ...(vocabulary === undefined ? {} : { vocabulary }) };
   const h = createHash('sha256').update(JSON.stringify({ v: GENERATOR_VERSION, seed, config, ...extra }));
   return h.digest('hex').slice(0, 16);
 }
@@ -109,10 +123,16 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
   const seed = options.seed === undefined ? 1 : check.integer('seed', options.seed, 0, 2 ** 32 - 1);
   const embeddingType = options.embeddingType === undefined ? 'f16' : check.oneOf('embeddingType', options.embeddingType, ['f16', 'f32'] as const);
   const config = resolveShape(options.shape);
-  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed, config, embeddingType)}`);
+  const texts = options.vocabularyTexts === undefined ? undefined
+    : check.arrayOf('vocabularyTexts', options.vocabularyTexts, (name, v) => { if (typeof v !== 'string') throw check.invalidArg(name, 'a string', v); return v; });
+  if (texts !== undefined && texts.length === 0) throw check.invalidArg('vocabularyTexts', 'at least one text', texts);
+  const vocabulary = texts === undefined ? undefined : vocabularyKey(texts);
+  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed, config, embeddingType, vocabulary)}`);
   const files = { modelPath: join(dir, 'tiny-qwen2.5-vl.gguf'), mmprojPath: join(dir, 'mmproj-tiny-qwen2.5-vl.gguf') };
   const stamp = join(dir, 'visplay-tiny.json');
-  const wanted = JSON.stringify({ generator: GENERATOR_VERSION, seed, config, ...(embeddingType === 'f16' ? {} : { embeddingType }) });
+  const wanted = JSON.stringify({
+    generator: GENERATOR_VERSION, seed, config, ...(embeddingType === 'f16' ? {} : { embeddingType }), ...(vocabulary === undefined ? {} : { vocabulary }),
+  });
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted && existsSync(files.modelPath) && existsSync(files.mmprojPath)) {
     return { ...files, seed, config, created: false };
   }
@@ -130,7 +150,7 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
   try {
     const binding = loadBinding();
     await callNative(() => binding.makeTinyModel({
-      seed, vocabPath, chatTemplate: QWEN25VL_CHAT_TEMPLATE, ...config, embeddingType,
+      seed, vocabPath, chatTemplate: QWEN25VL_CHAT_TEMPLATE, ...config, embeddingType, ...(texts === undefined ? {} : { vocabularyTexts: [...texts] }),
       modelPath: join(tmp, 'tiny-qwen2.5-vl.gguf'), mmprojPath: join(tmp, 'mmproj-tiny-qwen2.5-vl.gguf'),
     }));
     writeFileSync(join(tmp, 'visplay-tiny.json'), wanted);
@@ -158,7 +178,7 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
 
 /** Makes (or finds) the tiny model and loads it. */
 export async function loadTinyModel(options: MakeTinyModelOptions & Omit<LoadModelOptions, 'model' | 'mmproj'> = {}): Promise<Model> {
-  const { seed, outDir, embeddingType, shape, ...load } = options;
-  const files = await makeTinyModel({ seed, outDir, embeddingType, shape });
+  const { seed, outDir, embeddingType, shape, vocabularyTexts, ...load } = options;
+  const files = await makeTinyModel({ seed, outDir, embeddingType, shape, vocabularyTexts });
   return Model.load({ ...load, model: files.modelPath, mmproj: files.mmprojPath });
 }

@@ -104,6 +104,14 @@ Napi::Value make_tiny_model(const Napi::CallbackInfo & info) {
     TinyModelConfig c;
     c.seed = static_cast<uint64_t>(o.Get("seed").IsNumber() ? o.Get("seed").As<Napi::Number>().Int64Value() : 1);
     c.vocab_path = str("vocabPath");
+    if (o.Has("vocabularyTexts") && !o.Get("vocabularyTexts").IsUndefined()) {
+        if (!o.Get("vocabularyTexts").IsArray()) throw_js(env, "ERR_INVALID_ARG", "makeTinyModel: vocabularyTexts must be an array of strings");
+        Napi::Array texts = o.Get("vocabularyTexts").As<Napi::Array>();
+        for (uint32_t i = 0; i < texts.Length(); ++i) {
+            if (!texts.Get(i).IsString()) throw_js(env, "ERR_INVALID_ARG", "makeTinyModel: vocabularyTexts must be an array of strings");
+            c.vocabulary_texts.push_back(texts.Get(i).As<Napi::String>().Utf8Value());
+        }
+    }
     c.model_path = str("modelPath");
     c.mmproj_path = str("mmprojPath");
     c.chat_template = str("chatTemplate");

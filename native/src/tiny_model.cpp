@@ -10,6 +10,7 @@
 
 #include "ggml.h"
 #include "gguf.h"
+#include "llama.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace visplay {
@@ -174,11 +176,133 @@ void write_atomically(gguf_context * gguf, const std::string & path) {
     }
 }
 
-// Copies the tokenizer.ggml.* keys of the vocab file, with Qwen2.5-VL's special tokens written in.
-void copy_vocabulary(gguf_context * dst, const std::string & vocab_path) {
+// GPT-2's byte-level alphabet, which Qwen2's BPE uses: the text of the token that stands for byte b
+// (printable bytes are themselves; the others are moved to code points 256 and up, in byte order).
+std::string byte_token_text(int b) {
+    auto printable = [](int x) { return (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255); };
+    int cp = b;
+    if (!printable(b)) {
+        cp = 256;
+        for (int x = 0; x < b; ++x) cp += printable(x) ? 0 : 1;
+    }
+    std::string out;
+    if (cp < 0x80) {
+        out += static_cast<char>(cp);
+    } else {  // cp < 0x800 here
+        out += static_cast<char>(0xC0 | (cp >> 6));
+        out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    return out;
+}
+
+// The Qwen2 token ids that `texts` need, with everything that keeps their tokenization exact.
+//
+// A BPE tokenizer whose merge list is a subset, in the same order, tokenizes a word exactly as the
+// full one does when every merge the full one applies to that word is in the subset (at each step
+// the lowest-ranked applicable merge is the same). Every merge applied to a word makes a token that
+// is, or is merged into, one of the word's final tokens; so keeping each kept token's every split
+// (a, b) with a + b = token, recursively, keeps them all. The 256 byte tokens stay so that any
+// other text still tokenizes (one token per byte), which llama.cpp's BPE relies on.
+std::vector<char> select_vocabulary(const std::string & vocab_path, const std::vector<std::string> & tokens,
+                                    const std::vector<std::string> & merges, int n_regular,
+                                    const std::vector<std::string> & texts) {
+    std::unordered_map<std::string, int> id_of;
+    for (int i = 0; i < n_regular; ++i) id_of.emplace(tokens[i], i);
+    std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> splits;
+    for (const auto & m : merges) {
+        const size_t pos = m.find(' ', 1);
+        if (pos == std::string::npos) continue;
+        std::string a = m.substr(0, pos), b = m.substr(pos + 1);
+        splits[a + b].emplace_back(std::move(a), std::move(b));
+    }
+    std::vector<char> keep(n_regular, 0);
+    std::vector<int> work;
+    auto add = [&](int id) {
+        if (id >= 0 && id < n_regular && !keep[id]) {
+            keep[id] = 1;
+            work.push_back(id);
+        }
+    };
+    for (int b = 0; b < 256; ++b) {
+        auto it = id_of.find(byte_token_text(b));
+        if (it == id_of.end()) throw CodedError("ERR_UNSUPPORTED_MODEL", vocab_path + " lacks the byte token of byte " + std::to_string(b));
+        add(it->second);
+    }
+
+    llama_model_params params = llama_model_default_params();
+    params.vocab_only = true;
+    std::unique_ptr<llama_model, decltype(&llama_model_free)> model(llama_model_load_from_file(vocab_path.c_str(), params), &llama_model_free);
+    if (!model) throw CodedError("ERR_MODEL_LOAD", "could not load the vocabulary " + vocab_path);
+    const llama_vocab * vocab = llama_model_get_vocab(model.get());
+    std::vector<llama_token> ids;
+    for (const auto & text : texts) {
+        const int n = -llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), nullptr, 0, false, false);
+        if (n <= 0) continue;
+        ids.resize(n);
+        if (llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), ids.data(), n, false, false) != n) {
+            throw CodedError("ERR_OUTPUT", "could not tokenize a vocabulary text");
+        }
+        for (llama_token id : ids) add(id);
+    }
+    while (!work.empty()) {
+        const int id = work.back();
+        work.pop_back();
+        auto it = splits.find(tokens[id]);
+        if (it == splits.end()) continue;
+        for (const auto & [a, b] : it->second) {
+            auto ia = id_of.find(a), ib = id_of.find(b);
+            if (ia != id_of.end() && ib != id_of.end()) {
+                add(ia->second);
+                add(ib->second);
+            }
+        }
+    }
+    return keep;
+}
+
+struct WrittenVocabulary {
+    int n_vocab;  // rows of the embedding and the head
+};
+
+// Copies the tokenizer.ggml.* keys of the vocab file, with Qwen2.5-VL's special tokens written in;
+// with `texts`, only the tokens they need (select_vocabulary), renumbered in Qwen2's order, then the
+// 22 special tokens from <|endoftext|> on.
+WrittenVocabulary copy_vocabulary(gguf_context * dst, const std::string & vocab_path, const std::vector<std::string> & texts) {
     gguf_init_params params = {true, nullptr};
     GgufPtr src(gguf_init_from_file(vocab_path.c_str(), params));
     if (!src) throw CodedError("ERR_FILE_NOT_FOUND", "could not read the vocabulary " + vocab_path + " (run `npm run setup`)");
+
+    const int64_t tokens_key = gguf_find_key(src.get(), "tokenizer.ggml.tokens");
+    if (tokens_key < 0) throw CodedError("ERR_UNSUPPORTED_MODEL", vocab_path + " has no tokenizer.ggml.tokens");
+    const size_t n_src = gguf_get_arr_n(src.get(), tokens_key);
+    std::vector<std::string> tokens(n_src);
+    for (size_t j = 0; j < n_src; ++j) tokens[j] = gguf_get_arr_str(src.get(), tokens_key, j);
+    for (const auto & s : kQwen25VlSpecial) {
+        if (static_cast<size_t>(s.id) < n_src) tokens[s.id] = s.text;
+    }
+
+    // old_ids[new id] = Qwen2 id; identity without texts.
+    std::vector<int> old_ids;
+    if (texts.empty()) {
+        old_ids.resize(n_src);
+        for (size_t j = 0; j < n_src; ++j) old_ids[j] = static_cast<int>(j);
+    } else {
+        const int64_t merges_key = gguf_find_key(src.get(), "tokenizer.ggml.merges");
+        if (merges_key < 0) throw CodedError("ERR_UNSUPPORTED_MODEL", vocab_path + " has no tokenizer.ggml.merges");
+        std::vector<std::string> merges(gguf_get_arr_n(src.get(), merges_key));
+        for (size_t j = 0; j < merges.size(); ++j) merges[j] = gguf_get_arr_str(src.get(), merges_key, j);
+        const std::vector<char> keep = select_vocabulary(vocab_path, tokens, merges, kEndOfText, texts);
+        for (int j = 0; j < kEndOfText; ++j) {
+            if (keep[j]) old_ids.push_back(j);
+        }
+        const int last_special = kQwen25VlSpecial[std::size(kQwen25VlSpecial) - 1].id;
+        for (int j = kEndOfText; j <= last_special; ++j) old_ids.push_back(j);
+    }
+    const size_t n = old_ids.size();
+    std::vector<int> new_id(n_src, -1);
+    for (size_t j = 0; j < n; ++j) new_id[old_ids[j]] = static_cast<int>(j);
+    std::unordered_map<std::string, char> kept_text;
+    for (int id : old_ids) kept_text.emplace(tokens[id], 1);
 
     const int64_t n_kv = gguf_get_n_kv(src.get());
     for (int64_t i = 0; i < n_kv; ++i) {
@@ -186,28 +310,36 @@ void copy_vocabulary(gguf_context * dst, const std::string & vocab_path) {
         if (key.rfind("tokenizer.ggml.", 0) != 0) continue;
         const gguf_type type = gguf_get_kv_type(src.get(), i);
         if (key == "tokenizer.ggml.tokens") {
-            const size_t n = gguf_get_arr_n(src.get(), i);
-            std::vector<std::string> tokens(n);
-            for (size_t j = 0; j < n; ++j) tokens[j] = gguf_get_arr_str(src.get(), i, j);
-            for (const auto & s : kQwen25VlSpecial) {
-                if (static_cast<size_t>(s.id) < n) tokens[s.id] = s.text;
-            }
             std::vector<const char *> ptrs(n);
-            for (size_t j = 0; j < n; ++j) ptrs[j] = tokens[j].c_str();
+            for (size_t j = 0; j < n; ++j) ptrs[j] = tokens[old_ids[j]].c_str();
             gguf_set_arr_str(dst, key.c_str(), ptrs.data(), n);
         } else if (key == "tokenizer.ggml.token_type") {
-            const size_t n = gguf_get_arr_n(src.get(), i);
             const int32_t * types = static_cast<const int32_t *>(gguf_get_arr_data(src.get(), i));
-            std::vector<int32_t> out(types, types + n);
+            std::vector<int32_t> all(types, types + gguf_get_arr_n(src.get(), i));
             for (const auto & s : kQwen25VlSpecial) {
-                if (static_cast<size_t>(s.id) < n) out[s.id] = s.control ? kTokenTypeControl : kTokenTypeUserDefined;
+                if (static_cast<size_t>(s.id) < all.size()) all[s.id] = s.control ? kTokenTypeControl : kTokenTypeUserDefined;
             }
+            std::vector<int32_t> out(n);
+            for (size_t j = 0; j < n; ++j) out[j] = all[old_ids[j]];
             gguf_set_arr_data(dst, key.c_str(), GGUF_TYPE_INT32, out.data(), n);
+        } else if (key == "tokenizer.ggml.merges" && !texts.empty()) {
+            // A merge stays when both parts and the result do, in its original rank order.
+            std::vector<std::string> out;
+            for (size_t j = 0; j < gguf_get_arr_n(src.get(), i); ++j) {
+                const std::string m = gguf_get_arr_str(src.get(), i, j);
+                const size_t pos = m.find(' ', 1);
+                if (pos == std::string::npos) continue;
+                const std::string a = m.substr(0, pos), b = m.substr(pos + 1);
+                if (kept_text.count(a) && kept_text.count(b) && kept_text.count(a + b)) out.push_back(m);
+            }
+            std::vector<const char *> ptrs(out.size());
+            for (size_t j = 0; j < out.size(); ++j) ptrs[j] = out[j].c_str();
+            gguf_set_arr_str(dst, key.c_str(), ptrs.data(), out.size());
         } else if (type == GGUF_TYPE_ARRAY && gguf_get_arr_type(src.get(), i) == GGUF_TYPE_STRING) {
-            const size_t n = gguf_get_arr_n(src.get(), i);
-            std::vector<const char *> ptrs(n);
-            for (size_t j = 0; j < n; ++j) ptrs[j] = gguf_get_arr_str(src.get(), i, j);
-            gguf_set_arr_str(dst, key.c_str(), ptrs.data(), n);
+            const size_t m = gguf_get_arr_n(src.get(), i);
+            std::vector<const char *> ptrs(m);
+            for (size_t j = 0; j < m; ++j) ptrs[j] = gguf_get_arr_str(src.get(), i, j);
+            gguf_set_arr_str(dst, key.c_str(), ptrs.data(), m);
         } else if (type == GGUF_TYPE_STRING) {
             gguf_set_val_str(dst, key.c_str(), gguf_get_val_str(src.get(), i));
         } else if (type == GGUF_TYPE_UINT32) {
@@ -219,16 +351,17 @@ void copy_vocabulary(gguf_context * dst, const std::string & vocab_path) {
         }
     }
     // Qwen2.5-VL-Instruct: a turn ends with <|im_end|>; <|endoftext|> pads; no BOS is added.
-    gguf_set_val_u32(dst, "tokenizer.ggml.eos_token_id", kImEnd);
-    gguf_set_val_u32(dst, "tokenizer.ggml.padding_token_id", kEndOfText);
-    gguf_set_val_u32(dst, "tokenizer.ggml.bos_token_id", kEndOfText);
+    gguf_set_val_u32(dst, "tokenizer.ggml.eos_token_id", new_id[kImEnd]);
+    gguf_set_val_u32(dst, "tokenizer.ggml.padding_token_id", new_id[kEndOfText]);
+    gguf_set_val_u32(dst, "tokenizer.ggml.bos_token_id", new_id[kEndOfText]);
     gguf_set_val_bool(dst, "tokenizer.ggml.add_bos_token", false);
+    // The full vocabulary keeps the head's 151,936 rows of Qwen2.5-VL (the file lists fewer tokens).
+    return {texts.empty() ? 151936 : static_cast<int>(n)};
 }
 
 void write_language_model(const TinyModelConfig & c) {
     GgufPtr gguf(gguf_init_empty());
     gguf_context * g = gguf.get();
-    const int n_vocab = 151936;
     const int head_dim = c.n_embd / c.n_head;
     const int n_embd_kv = head_dim * c.n_head_kv;
 
@@ -252,7 +385,7 @@ void write_language_model(const TinyModelConfig & c) {
     const int32_t sections[4] = {t + (half - t - 2 * hw), hw, hw, 0};
     gguf_set_arr_data(g, "qwen2vl.rope.dimension_sections", GGUF_TYPE_INT32, sections, 4);
     gguf_set_val_u32(g, "visplay.tiny.seed", static_cast<uint32_t>(c.seed));
-    copy_vocabulary(g, c.vocab_path);
+    const int n_vocab = copy_vocabulary(g, c.vocab_path, c.vocabulary_texts).n_vocab;
     gguf_set_val_str(g, "tokenizer.chat_template", c.chat_template.c_str());
 
     using Init = TensorWriter::Init;

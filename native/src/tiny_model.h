@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace visplay {
 
@@ -17,6 +18,10 @@ struct TinyModelConfig {
     std::string model_path;     // output: language model GGUF
     std::string mmproj_path;    // output: projector GGUF
     std::string chat_template;  // tokenizer.chat_template (Qwen2.5-VL's Jinja template)
+    // Empty: the whole Qwen2 vocabulary (151,936 tokens). Otherwise a subset that tokenizes these
+    // texts exactly as Qwen2 does (see select_vocabulary in tiny_model.cpp): the world model's words
+    // are a few hundred, and a 151,936-row head is most of a training step's arithmetic.
+    std::vector<std::string> vocabulary_texts;
 
     // language model
     int n_embd = 128;

@@ -51,6 +51,7 @@ export interface PretrainArgs {
   lr?: number;
   seed?: number;
   'model-seed'?: number;
+  vocabulary: 'world' | 'qwen2';
   limit?: number;
   threads?: number;
   json: boolean;
@@ -69,6 +70,7 @@ export const pretrainCommand: CommandModule<object, PretrainArgs> = {
     .option('lr', { type: 'number', describe: 'peak learning rate, cosine schedule (default 1e-3)' })
     .option('seed', { type: 'number', describe: 'data order and LoRA initialisation (default 0)' })
     .option('model-seed', { type: 'number', describe: 'seed of the world model\'s random weights (default 1)' })
+    .option('vocabulary', { choices: ['world', 'qwen2'] as const, default: 'qwen2' as const, describe: 'the world model\'s vocabulary: only the world texts\' 582 tokens, or Qwen2\'s 151,936' })
     .option('limit', { type: 'number', describe: 'use only the first N labelled items' })
     .option('threads', { type: 'number', describe: 'CPU threads' })
     .option('json', { type: 'boolean', default: false, describe: 'print the summary as JSON' }),
@@ -90,7 +92,8 @@ export const pretrainCommand: CommandModule<object, PretrainArgs> = {
     const { makeTinyModel, WORLD_MODEL_SHAPE } = await import('../tiny-model.js');
     const { Model } = await import('../model.js');
     const { pretrain } = await import('../world/pretrain.js');
-    const files = await makeTinyModel({ seed: modelSeed, shape: WORLD_MODEL_SHAPE });
+    const vocabularyTexts = argv.vocabulary === 'world' ? (await import('../world/vocabulary.js')).worldVocabularyTexts() : undefined;
+    const files = await makeTinyModel({ seed: modelSeed, shape: WORLD_MODEL_SHAPE, vocabularyTexts });
     const model = await Model.load({ model: files.modelPath, mmproj: files.mmprojPath, threads: options.threads, repackWeights: false, gpuLayers: 0 });
     let bar: ReturnType<typeof createProgress> | undefined;
     let tokens = 0;

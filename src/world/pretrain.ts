@@ -64,9 +64,11 @@ export interface PretrainOptions {
   /** Data order and LoRA initialisation (default 0). */
   seed?: number;
   /**
-   * Packed rows per micro-batch (default 512). Each item is its own group (its own prompt), and a
+   * Packed rows per micro-batch (default 256). Each item is its own group (its own prompt), and a
    * micro-batch's attention is dense over its rows under a block mask, so big micro-batches of many
-   * small groups spend most of their time on masked-out pairs.
+   * small groups spend most of their time on masked-out pairs: with the world vocabulary, 16 items
+   * of 16 image rows took 0.82 s a step at 256 rows, 1.26 s at 512, 1.60 s at 1,024 and 0.92 s at
+   * 128 (2 cores).
    */
   microBatchTokens?: number;
   /** Steps between checkpoints (default 25). */
@@ -174,7 +176,7 @@ export async function pretrain(model: Model, files: { modelPath: string; mmprojP
   const seed = check.optional(options.seed, (v) => check.integer('seed', v, 0, 0xffffffff)) ?? 0;
   const checkpointEvery = check.optional(options.checkpointEvery, (v) => check.integer('checkpointEvery', v, 1, 1e6)) ?? 25;
   const limit = check.optional(options.limit, (v) => check.positiveInteger('limit', v));
-  const microBatchTokens = check.optional(options.microBatchTokens, (v) => check.integer('microBatchTokens', v, 16, 1 << 20)) ?? 512;
+  const microBatchTokens = check.optional(options.microBatchTokens, (v) => check.integer('microBatchTokens', v, 16, 1 << 20)) ?? 256;
 
   const all = readLabelled(world, 'pretrain.jsonl');
   const items = limit === undefined ? all : all.slice(0, limit);
