@@ -9,8 +9,9 @@
 // --patch-size 28 gives the world model 16 image rows per scene; --align-images N fits the aligned
 // projector (src/world/align.ts) on N labelled images before pre-training. --world uses an existing
 // world folder (`visplay-native world --out DIR ...`) instead of writing one of --size's; --epochs
-// overrides the pre-training's passes over the labelled split. --vocabulary world gives the world
-// model only the 582 tokens of the world's texts (src/world/vocabulary.ts) instead of Qwen2's 151,936.
+// overrides the pre-training's passes over the labelled split. --vocabulary world (default) gives the
+// world model only the 582 tokens of the world's texts (src/world/vocabulary.ts); qwen2 gives it
+// Qwen2's 151,936, as in tables A-D of docs/world.md.
 import { parseArgs } from 'node:util';
 import { runWorldExperiment } from '../src/world/experiment.js';
 import { formatWorldTable, writeWorldReport } from '../src/world/report.js';

@@ -70,7 +70,7 @@ export const pretrainCommand: CommandModule<object, PretrainArgs> = {
     .option('lr', { type: 'number', describe: 'peak learning rate, cosine schedule (default 1e-3)' })
     .option('seed', { type: 'number', describe: 'data order and LoRA initialisation (default 0)' })
     .option('model-seed', { type: 'number', describe: 'seed of the world model\'s random weights (default 1)' })
-    .option('vocabulary', { choices: ['world', 'qwen2'] as const, default: 'qwen2' as const, describe: 'the world model\'s vocabulary: only the world texts\' 582 tokens, or Qwen2\'s 151,936' })
+    .option('vocabulary', { choices: ['world', 'qwen2'] as const, default: 'world' as const, describe: 'the world model\'s vocabulary: only the 582 tokens of the world\'s texts, or Qwen2\'s 151,936' })
     .option('limit', { type: 'number', describe: 'use only the first N labelled items' })
     .option('threads', { type: 'number', describe: 'CPU threads' })
     .option('json', { type: 'boolean', default: false, describe: 'print the summary as JSON' }),

@@ -77,3 +77,21 @@ describe('world scoring', () => {
     assert.throws(() => resolveConfig({ shuffleRewards: 'yes' as unknown as boolean }), /shuffleRewards/);
   });
 });
+
+describe('world vocabulary texts', () => {
+  it('are fixed, and hold every word the world can put in a question or an answer', async () => {
+    const { worldVocabularyTexts } = await import('../../src/world/vocabulary.js');
+    const { COLOURS, SHAPES } = await import('../../src/world/index.js');
+    const texts = worldVocabularyTexts();
+    assert.deepEqual(worldVocabularyTexts(), texts, 'the same list on every call (it is part of the model cache key)');
+    assert.equal(new Set(texts).size, texts.length);
+    const all = texts.join('\n');
+    for (const word of [...COLOURS, ...SHAPES, 'left', 'right', 'above', 'below', 'Yes', 'No', '\\boxed{', '<question>', '<think>']) {
+      assert.ok(all.includes(word), word);
+    }
+    // Every item of a fresh world's split is made of the same words as the vocabulary's sample.
+    const sample = generateWorld({ pretrain: 200, pool: 0, test: 0, seed: 12 }).pretrain;
+    const words = new Set(all.split(/[^A-Za-z]+/));
+    for (const w of sample) for (const word of w.question.split(/[^A-Za-z]+/)) assert.ok(words.has(word), `"${word}" of "${w.question}"`);
+  });
+});
