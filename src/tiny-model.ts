@@ -91,10 +91,16 @@ function vocabularyKey(texts: readonly string[]): string {
   return h.digest('hex').slice(0, 16);
 }
 
-function configKey(seed: number, config: TinyModelConfig, embeddingType: 'f16' | 'f32', vocabulary: string | undefined): string {
-  // f16 keys and the full vocabulary stay as before, so cached models keep their folders.
-  const extra = { ...(embeddingType === 'f16' ? {} : { embeddingType }), ...(vocabulary === undefined ? {} : { vocabulary }) };
-  const h = createHash('sha256').update(JSON.stringify({ v: GENERATOR_VERSION, seed, config, ...extra }));
+/**
+ * What sets a model apart from the default F16, full-vocabulary one: absent keys for those, so that
+ * cached models of the defaults keep their folders and stamps.
+ */
+function variantOf(embeddingType: 'f16' | 'f32', vocabulary: string | undefined): { embeddingType?: 'f32'; vocabulary?: string } {
+  return { ...(embeddingType === 'f16' ? {} : { embeddingType }), ...(vocabulary === undefined ? {} : { vocabulary }) };
+}
+
+function configKey(seed: number, config: TinyModelConfig, variant: ReturnType<typeof variantOf>): string {
+  const h = createHash('sha256').update(JSON.stringify({ v: GENERATOR_VERSION, seed, config, ...variant }));
   return h.digest('hex').slice(0, 16);
 }
 
@@ -124,15 +130,13 @@ export async function makeTinyModel(options: MakeTinyModelOptions = {}): Promise
   const embeddingType = options.embeddingType === undefined ? 'f16' : check.oneOf('embeddingType', options.embeddingType, ['f16', 'f32'] as const);
   const config = resolveShape(options.shape);
   const texts = options.vocabularyTexts === undefined ? undefined
-    : check.arrayOf('vocabularyTexts', options.vocabularyTexts, (name, v) => { if (typeof v !== 'string') throw check.invalidArg(name, 'a string', v); return v; });
+    : check.arrayOf('vocabularyTexts', options.vocabularyTexts, check.string);
   if (texts !== undefined && texts.length === 0) throw check.invalidArg('vocabularyTexts', 'at least one text', texts);
-  const vocabulary = texts === undefined ? undefined : vocabularyKey(texts);
-  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed, config, embeddingType, vocabulary)}`);
+  const variant = variantOf(embeddingType, texts === undefined ? undefined : vocabularyKey(texts));
+  const dir = options.outDir ?? join(cacheDir(), `tiny-${configKey(seed, config, variant)}`);
   const files = { modelPath: join(dir, 'tiny-qwen2.5-vl.gguf'), mmprojPath: join(dir, 'mmproj-tiny-qwen2.5-vl.gguf') };
   const stamp = join(dir, 'visplay-tiny.json');
-  const wanted = JSON.stringify({
-    generator: GENERATOR_VERSION, seed, config, ...(embeddingType === 'f16' ? {} : { embeddingType }), ...(vocabulary === undefined ? {} : { vocabulary }),
-  });
+  const wanted = JSON.stringify({ generator: GENERATOR_VERSION, seed, config, ...variant });
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted && existsSync(files.modelPath) && existsSync(files.mmprojPath)) {
     return { ...files, seed, config, created: false };
   }

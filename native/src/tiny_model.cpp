@@ -21,6 +21,7 @@
 #include <memory>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace visplay {
@@ -195,6 +196,18 @@ std::string byte_token_text(int b) {
     return out;
 }
 
+// One line of tokenizer.ggml.merges, "left right" (byte-level token texts hold no space; llama.cpp
+// splits at the first space after the first character, as here).
+struct Merge {
+    std::string line;
+    size_t space;
+    explicit Merge(std::string l) : line(std::move(l)), space(line.find(' ', 1)) {}
+    bool valid() const { return space != std::string::npos; }
+    std::string left() const { return line.substr(0, space); }
+    std::string right() const { return line.substr(space + 1); }
+    std::string result() const { return left() + right(); }
+};
+
 // The Qwen2 token ids that `texts` need, with everything that keeps their tokenization exact.
 //
 // A BPE tokenizer whose merge list is a subset, in the same order, tokenizes a word exactly as the
@@ -204,16 +217,14 @@ std::string byte_token_text(int b) {
 // (a, b) with a + b = token, recursively, keeps them all. The 256 byte tokens stay so that any
 // other text still tokenizes (one token per byte), which llama.cpp's BPE relies on.
 std::vector<char> select_vocabulary(const std::string & vocab_path, const std::vector<std::string> & tokens,
-                                    const std::vector<std::string> & merges, int n_regular,
+                                    const std::vector<Merge> & merges, int n_regular,
                                     const std::vector<std::string> & texts) {
     std::unordered_map<std::string, int> id_of;
     for (int i = 0; i < n_regular; ++i) id_of.emplace(tokens[i], i);
-    std::unordered_map<std::string, std::vector<std::pair<std::string, std::string>>> splits;
-    for (const auto & m : merges) {
-        const size_t pos = m.find(' ', 1);
-        if (pos == std::string::npos) continue;
-        std::string a = m.substr(0, pos), b = m.substr(pos + 1);
-        splits[a + b].emplace_back(std::move(a), std::move(b));
+    // token text -> the merges that make it
+    std::unordered_map<std::string, std::vector<const Merge *>> splits;
+    for (const Merge & m : merges) {
+        if (m.valid()) splits[m.result()].push_back(&m);
     }
     std::vector<char> keep(n_regular, 0);
     std::vector<int> work;
@@ -249,8 +260,8 @@ std::vector<char> select_vocabulary(const std::string & vocab_path, const std::v
         work.pop_back();
         auto it = splits.find(tokens[id]);
         if (it == splits.end()) continue;
-        for (const auto & [a, b] : it->second) {
-            auto ia = id_of.find(a), ib = id_of.find(b);
+        for (const Merge * m : it->second) {
+            auto ia = id_of.find(m->left()), ib = id_of.find(m->right());
             if (ia != id_of.end() && ib != id_of.end()) {
                 add(ia->second);
                 add(ib->second);
@@ -260,14 +271,10 @@ std::vector<char> select_vocabulary(const std::string & vocab_path, const std::v
     return keep;
 }
 
-struct WrittenVocabulary {
-    int n_vocab;  // rows of the embedding and the head
-};
-
 // Copies the tokenizer.ggml.* keys of the vocab file, with Qwen2.5-VL's special tokens written in;
 // with `texts`, only the tokens they need (select_vocabulary), renumbered in Qwen2's order, then the
-// 22 special tokens from <|endoftext|> on.
-WrittenVocabulary copy_vocabulary(gguf_context * dst, const std::string & vocab_path, const std::vector<std::string> & texts) {
+// 22 special tokens from <|endoftext|> on. Returns the rows the embedding and the head need.
+int copy_vocabulary(gguf_context * dst, const std::string & vocab_path, const std::vector<std::string> & texts) {
     gguf_init_params params = {true, nullptr};
     GgufPtr src(gguf_init_from_file(vocab_path.c_str(), params));
     if (!src) throw CodedError("ERR_FILE_NOT_FOUND", "could not read the vocabulary " + vocab_path + " (run `npm run setup`)");
@@ -283,14 +290,16 @@ WrittenVocabulary copy_vocabulary(gguf_context * dst, const std::string & vocab_
 
     // old_ids[new id] = Qwen2 id; identity without texts.
     std::vector<int> old_ids;
+    std::vector<Merge> merges;  // read only when texts select a subset
     if (texts.empty()) {
         old_ids.resize(n_src);
         for (size_t j = 0; j < n_src; ++j) old_ids[j] = static_cast<int>(j);
     } else {
         const int64_t merges_key = gguf_find_key(src.get(), "tokenizer.ggml.merges");
         if (merges_key < 0) throw CodedError("ERR_UNSUPPORTED_MODEL", vocab_path + " has no tokenizer.ggml.merges");
-        std::vector<std::string> merges(gguf_get_arr_n(src.get(), merges_key));
-        for (size_t j = 0; j < merges.size(); ++j) merges[j] = gguf_get_arr_str(src.get(), merges_key, j);
+        const size_t n_merges = gguf_get_arr_n(src.get(), merges_key);
+        merges.reserve(n_merges);
+        for (size_t j = 0; j < n_merges; ++j) merges.emplace_back(gguf_get_arr_str(src.get(), merges_key, j));
         const std::vector<char> keep = select_vocabulary(vocab_path, tokens, merges, kEndOfText, texts);
         for (int j = 0; j < kEndOfText; ++j) {
             if (keep[j]) old_ids.push_back(j);
@@ -301,8 +310,8 @@ WrittenVocabulary copy_vocabulary(gguf_context * dst, const std::string & vocab_
     const size_t n = old_ids.size();
     std::vector<int> new_id(n_src, -1);
     for (size_t j = 0; j < n; ++j) new_id[old_ids[j]] = static_cast<int>(j);
-    std::unordered_map<std::string, char> kept_text;
-    for (int id : old_ids) kept_text.emplace(tokens[id], 1);
+    std::unordered_set<std::string> kept_text;
+    for (int id : old_ids) kept_text.insert(tokens[id]);
 
     const int64_t n_kv = gguf_get_n_kv(src.get());
     for (int64_t i = 0; i < n_kv; ++i) {
@@ -324,17 +333,11 @@ WrittenVocabulary copy_vocabulary(gguf_context * dst, const std::string & vocab_
             gguf_set_arr_data(dst, key.c_str(), GGUF_TYPE_INT32, out.data(), n);
         } else if (key == "tokenizer.ggml.merges" && !texts.empty()) {
             // A merge stays when both parts and the result do, in its original rank order.
-            std::vector<std::string> out;
-            for (size_t j = 0; j < gguf_get_arr_n(src.get(), i); ++j) {
-                const std::string m = gguf_get_arr_str(src.get(), i, j);
-                const size_t pos = m.find(' ', 1);
-                if (pos == std::string::npos) continue;
-                const std::string a = m.substr(0, pos), b = m.substr(pos + 1);
-                if (kept_text.count(a) && kept_text.count(b) && kept_text.count(a + b)) out.push_back(m);
+            std::vector<const char *> ptrs;
+            for (const Merge & m : merges) {
+                if (m.valid() && kept_text.count(m.left()) && kept_text.count(m.right()) && kept_text.count(m.result())) ptrs.push_back(m.line.c_str());
             }
-            std::vector<const char *> ptrs(out.size());
-            for (size_t j = 0; j < out.size(); ++j) ptrs[j] = out[j].c_str();
-            gguf_set_arr_str(dst, key.c_str(), ptrs.data(), out.size());
+            gguf_set_arr_str(dst, key.c_str(), ptrs.data(), ptrs.size());
         } else if (type == GGUF_TYPE_ARRAY && gguf_get_arr_type(src.get(), i) == GGUF_TYPE_STRING) {
             const size_t m = gguf_get_arr_n(src.get(), i);
             std::vector<const char *> ptrs(m);
@@ -356,7 +359,7 @@ WrittenVocabulary copy_vocabulary(gguf_context * dst, const std::string & vocab_
     gguf_set_val_u32(dst, "tokenizer.ggml.bos_token_id", new_id[kEndOfText]);
     gguf_set_val_bool(dst, "tokenizer.ggml.add_bos_token", false);
     // The full vocabulary keeps the head's 151,936 rows of Qwen2.5-VL (the file lists fewer tokens).
-    return {texts.empty() ? 151936 : static_cast<int>(n)};
+    return texts.empty() ? 151936 : static_cast<int>(n);
 }
 
 void write_language_model(const TinyModelConfig & c) {
@@ -385,7 +388,7 @@ void write_language_model(const TinyModelConfig & c) {
     const int32_t sections[4] = {t + (half - t - 2 * hw), hw, hw, 0};
     gguf_set_arr_data(g, "qwen2vl.rope.dimension_sections", GGUF_TYPE_INT32, sections, 4);
     gguf_set_val_u32(g, "visplay.tiny.seed", static_cast<uint32_t>(c.seed));
-    const int n_vocab = copy_vocabulary(g, c.vocab_path, c.vocabulary_texts).n_vocab;
+    const int n_vocab = copy_vocabulary(g, c.vocab_path, c.vocabulary_texts);
     gguf_set_val_str(g, "tokenizer.chat_template", c.chat_template.c_str());
 
     using Init = TensorWriter::Init;

@@ -8,6 +8,7 @@ import type { CommandModule } from 'yargs';
 import { VisplayError } from '../errors.js';
 import { createProgress } from '../progress.js';
 import * as is from '../validate.js';
+import type { WorldVocabulary } from '../world/experiment.js';
 
 export interface WorldArgs {
   out: string;
@@ -51,7 +52,7 @@ export interface PretrainArgs {
   lr?: number;
   seed?: number;
   'model-seed'?: number;
-  vocabulary: 'world' | 'qwen2';
+  vocabulary: WorldVocabulary;
   limit?: number;
   threads?: number;
   json: boolean;

@@ -44,9 +44,8 @@ export function worldVocabularyTexts(): string[] {
     for (let k = 0; k < ITEMS_PER_FAMILY; k++) {
       const world = makeItem(deriveSeed('vocabulary', family, k), planFor(family, k));
       const item = { question: world.question, options: world.options, answer: world.answer, type: benchType(world) };
-      const type = item.type === 'numeric' ? 'numerical' : 'multiple choice';
-      add(messageTexts(reasonerMessages('default', benchQuestion(item), type, WORLD_PROMPTS, 'solve')));
-      add(messageTexts(reasonerMessages('default', benchQuestion(item), type, WORLD_PROMPTS, 'answer-only')));
+      add(messageTexts(reasonerMessages('default', benchQuestion(item), world.type, WORLD_PROMPTS, 'solve')));
+      add(messageTexts(reasonerMessages('default', benchQuestion(item), world.type, WORLD_PROMPTS, 'answer-only')));
       add([reasonerTarget(item), questionerTarget(item)]);
     }
   }
